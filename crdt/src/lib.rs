@@ -4,12 +4,29 @@
 //! - [`identity`]: the device's ed25519 key, saved with mode 0600, and the public key's text form.
 //! - [`clock`]: hybrid logical clock timestamps for records.
 //! - [`record`]: signed records (message, edit, delete, reaction, profile) in canonical CBOR.
+//! - [`validate`]: the gate every remote Automerge change passes before it reaches a document.
+//! - `epoch`: one bounded Automerge document of a room's history, with its deterministic genesis.
+//! - [`room`]: a room: its epochs, its record index, changes waiting for dependencies, its files.
+//! - [`view`]: the room as people see it (order, edits, deletes, reactions, nicknames).
+//! - [`sync`]: per-peer sync sessions over Automerge's sync protocol, validated like gossip.
+//! - [`store`]: durable per-room files (snapshot plus checksummed, fsynced append-only log).
 
 pub mod clock;
+mod epoch;
 mod fs;
 pub mod identity;
 pub mod record;
+pub mod room;
+pub mod store;
+pub mod sync;
+pub mod validate;
+pub mod view;
 
 pub use clock::{Hlc, HlcClock};
 pub use identity::{Identity, IdentityError, PublicKey};
 pub use record::{Body, Record, RecordError, RecordId, RoomId, SignedRecord};
+pub use room::{ApplyReport, Received, Room, RoomError, Written};
+pub use store::Store;
+pub use sync::{SyncError, SyncSession};
+pub use validate::{Rejection, ValidChange, validate_change};
+pub use view::{MessageView, RoomView};

@@ -463,18 +463,21 @@ impl SignedRecord {
     /// Decodes and checks a signed record from untrusted bytes: size first, then shape, canonical
     /// form and limits, and the signature last, since it is the costly check.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        let record = Self::decode_unverified(bytes)?;
-        let (content, signature) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
+        let signed = Self::decode_trusted(bytes)?;
+        signed.verify_signature()?;
+        Ok(signed)
+    }
+
+    /// Checks the signature against the author's key.
+    pub(crate) fn verify_signature(&self) -> Result<(), RecordError> {
+        let (content, signature) = self.bytes.split_at(self.bytes.len() - SIGNATURE_LEN);
         let signature: &[u8; SIGNATURE_LEN] =
             signature.try_into().map_err(|_| RecordError::TooShort)?;
-        if !record.author.verify(content, signature) {
-            return Err(RecordError::BadSignature);
+        if self.record.author.verify(content, signature) {
+            Ok(())
+        } else {
+            Err(RecordError::BadSignature)
         }
-        Ok(Self {
-            record,
-            bytes: bytes.to_vec(),
-            id: RecordId(Sha256::digest(bytes).into()),
-        })
     }
 
     /// Decodes a record from this device's own store, where every record was verified before it
@@ -670,7 +673,7 @@ mod tests {
             SignedRecord::decode(&huge_array),
             Err(RecordError::Malformed(_))
         ));
-        assert!(SignedRecord::decode(&vec![0xff; 200]).is_err());
+        assert!(SignedRecord::decode(&[0xff; 200]).is_err());
         assert!(matches!(
             SignedRecord::decode(&vec![0u8; MAX_RECORD_BYTES + 1]),
             Err(RecordError::TooLarge { .. })

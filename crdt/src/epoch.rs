@@ -1,0 +1,263 @@
+//! One epoch document: a bounded slice of a room's history, held in its own Automerge document so
+//! that no operation's cost grows with the whole history (applying a change costs time that grows
+//! with the document it lands in).
+//!
+//! Every epoch document starts with a genesis change that every peer builds identically (an actor
+//! derived from the room and epoch, time zero, one `records` map under the root), so the map has
+//! the same object id everywhere and the validator can check a change's target without local state.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{
+    ActorId, Automerge, AutomergeError, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc,
+    ScalarValue, ScalarValueRef, ValueRef,
+};
+use sha2::{Digest, Sha256};
+
+use crate::identity::Identity;
+use crate::record::{ChangeHashBytes, ChangeHeader, Record, RoomId, SignedRecord};
+
+/// The key of the grow-only map of records under each epoch document's root.
+const RECORDS_KEY: &str = "records";
+
+/// The deterministic actor of an epoch's genesis change.
+pub(crate) fn genesis_actor(room: &RoomId, epoch: u32) -> ActorId {
+    let mut hasher = Sha256::new();
+    hasher.update(b"grapevine/genesis/v1\0");
+    hasher.update(room.0);
+    hasher.update(epoch.to_be_bytes());
+    ActorId::from(&hasher.finalize()[..16])
+}
+
+/// Why an epoch document could not be built from stored bytes, or a write to it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EpochError {
+    /// Automerge refused the stored snapshot or a stored change.
+    #[error("epoch {epoch}: {source}")]
+    Automerge {
+        /// The epoch.
+        epoch: u32,
+        /// Automerge's error.
+        #[source]
+        source: Box<AutomergeError>,
+    },
+    /// Automerge panicked on stored bytes.
+    #[error("epoch {0}: Automerge panicked while loading stored data")]
+    Panicked(u32),
+    /// The snapshot does not hold this epoch's genesis.
+    #[error("epoch {0}: snapshot does not belong to this room and epoch")]
+    WrongGenesis(u32),
+}
+
+/// One epoch's Automerge document and what the room needs to know about it without scanning it.
+pub(crate) struct EpochDoc {
+    doc: Automerge,
+    records_map: ObjId,
+    genesis: ChangeHash,
+    record_count: usize,
+    local_seq: u64,
+}
+
+impl EpochDoc {
+    /// A document holding only the genesis change.
+    pub(crate) fn new(room: &RoomId, number: u32) -> Self {
+        let mut doc = Automerge::new().with_actor(genesis_actor(room, number));
+        let mut tx = doc.transaction();
+        let records_map = match tx.put_object(ROOT, RECORDS_KEY, ObjType::Map) {
+            Ok(map) => map,
+            Err(e) => unreachable!("putting a map into an empty document failed: {e}"),
+        };
+        let (genesis, _) = tx.commit_with(CommitOptions::default().with_time(0));
+        let Some(genesis) = genesis else {
+            unreachable!("a transaction with one operation made no change")
+        };
+        Self {
+            doc,
+            records_map,
+            genesis,
+            record_count: 0,
+            local_seq: 0,
+        }
+    }
+
+    /// Rebuilds a document from a snapshot this device saved.
+    pub(crate) fn load(room: &RoomId, number: u32, snapshot: &[u8]) -> Result<Self, EpochError> {
+        let fresh = Self::new(room, number);
+        let doc = catch_unwind(|| Automerge::load(snapshot))
+            .map_err(|_| EpochError::Panicked(number))?
+            .map_err(|source| EpochError::Automerge {
+                epoch: number,
+                source: Box::new(source),
+            })?;
+        if doc.get_change_meta_by_hash(&fresh.genesis).is_none() {
+            return Err(EpochError::WrongGenesis(number));
+        }
+        let record_count = doc.length(&fresh.records_map);
+        Ok(Self {
+            doc,
+            record_count,
+            ..fresh
+        })
+    }
+
+    /// Records held (concurrent inserts of one record count once).
+    pub(crate) fn record_count(&self) -> usize {
+        self.record_count
+    }
+
+    /// The hash of the genesis change, which every peer has without syncing it.
+    pub(crate) fn genesis(&self) -> ChangeHash {
+        self.genesis
+    }
+
+    /// The document's heads, sorted.
+    pub(crate) fn heads(&self) -> Vec<ChangeHash> {
+        let mut heads = self.doc.get_heads();
+        heads.sort();
+        heads
+    }
+
+    /// Whether the change is already in the document.
+    pub(crate) fn has_change(&self, hash: &ChangeHash) -> bool {
+        self.doc.get_change_meta_by_hash(hash).is_some()
+    }
+
+    /// The Automerge document, for sync.
+    pub(crate) fn doc_mut(&mut self) -> &mut Automerge {
+        &mut self.doc
+    }
+
+    /// The Automerge document, read-only.
+    pub(crate) fn doc(&self) -> &Automerge {
+        &self.doc
+    }
+
+    /// Writes a record of ours as a new change. `make_record` receives the header of the change
+    /// that will carry the record, so that the author signs it.
+    pub(crate) fn write_local(
+        &mut self,
+        identity: &Identity,
+        actor_suffix: [u8; crate::record::ACTOR_SUFFIX_LEN],
+        make_record: impl FnOnce(ChangeHeader) -> Record,
+    ) -> Result<(SignedRecord, Change), crate::room::RoomError> {
+        let deps = self.heads();
+        let max_op = deps
+            .iter()
+            .filter_map(|h| self.doc.get_change_meta_by_hash(h))
+            .map(|meta| meta.max_op)
+            .max()
+            .unwrap_or(0);
+        let header = ChangeHeader {
+            deps: deps.iter().map(|h| ChangeHashBytes(h.0)).collect(),
+            start_op: max_op + 1,
+            seq: self.local_seq + 1,
+            actor_suffix,
+        };
+        let actor = ActorId::from(header.actor_id(&identity.public_key()));
+        let signed = SignedRecord::sign(make_record(header), identity)?;
+        self.doc.set_actor(actor);
+        let mut tx = self.doc.transaction();
+        let put = tx.put(
+            &self.records_map,
+            signed.id().to_string(),
+            ScalarValue::Bytes(signed.bytes().to_vec()),
+        );
+        if let Err(e) = put {
+            tx.rollback();
+            return Err(crate::room::RoomError::Automerge(Box::new(e)));
+        }
+        tx.commit_with(CommitOptions::default().with_time(0));
+        let change = self
+            .doc
+            .get_last_local_change()
+            .ok_or(crate::room::RoomError::Internal(
+                "local change was not recorded",
+            ))?;
+        let header = &signed.record().change;
+        if change.seq() != header.seq
+            || change.start_op().get() != header.start_op
+            || change
+                .deps()
+                .iter()
+                .map(|h| h.0)
+                .ne(header.deps.iter().map(|h| h.0))
+        {
+            return Err(crate::room::RoomError::Internal(
+                "Automerge built a change whose header differs from the signed one",
+            ));
+        }
+        self.local_seq += 1;
+        self.record_count += 1;
+        Ok((signed, change))
+    }
+
+    /// Applies changes whose dependencies are all present (in the document or earlier in the
+    /// batch), in one call when possible. If Automerge refuses the batch, each change is applied
+    /// on its own so that one bad change cannot block the others. Returns how many were applied
+    /// and the first error, if any.
+    pub(crate) fn apply(&mut self, changes: Vec<Change>) -> (usize, Option<AutomergeError>) {
+        let fresh: Vec<Change> = changes
+            .into_iter()
+            .filter(|c| !self.has_change(&c.hash()))
+            .collect();
+        if fresh.is_empty() {
+            return (0, None);
+        }
+        let count = fresh.len();
+        let batch = catch_unwind(AssertUnwindSafe(|| self.doc.apply_changes(fresh.clone())));
+        let result = match batch {
+            Ok(Ok(())) => (count, None),
+            _ => {
+                let mut applied = 0;
+                let mut first_error = None;
+                for change in fresh {
+                    if self.has_change(&change.hash()) {
+                        applied += 1;
+                        continue;
+                    }
+                    match catch_unwind(AssertUnwindSafe(|| self.doc.apply_changes([change]))) {
+                        Ok(Ok(())) => applied += 1,
+                        Ok(Err(e)) => {
+                            first_error.get_or_insert(e);
+                        }
+                        Err(_) => {
+                            first_error.get_or_insert(AutomergeError::Fail);
+                        }
+                    }
+                }
+                (applied, first_error)
+            }
+        };
+        // A record can ride in exactly one change (its signed header names that change), so each
+        // applied change adds exactly one record.
+        self.record_count += result.0;
+        result
+    }
+
+    /// Notes records that arrived through Automerge's sync protocol rather than [`Self::apply`].
+    pub(crate) fn count_synced(&mut self, records: usize) {
+        self.record_count += records;
+    }
+
+    /// Every record's signed bytes, in key order (one value per key even after concurrent inserts
+    /// of the same record).
+    pub(crate) fn record_bytes(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.doc
+            .map_range(&self.records_map, ..)
+            .filter_map(|item| match item.value {
+                ValueRef::Scalar(ScalarValueRef::Bytes(bytes)) => Some(bytes.into_owned()),
+                _ => None,
+            })
+    }
+
+    /// The whole document in Automerge's compact format, for a snapshot.
+    pub(crate) fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// Every change not reachable from `heads`, oldest first.
+    pub(crate) fn changes_since(&self, heads: &[ChangeHash]) -> Vec<Change> {
+        self.doc.get_changes(heads)
+    }
+}

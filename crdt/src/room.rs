@@ -1,0 +1,657 @@
+//! A room: its epoch documents, an index of its records, the changes waiting for dependencies, and
+//! (optionally) its files in the store. Everything a node does to a room goes through here.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use std::panic::catch_unwind;
+
+use automerge::{AutomergeError, Change, ChangeHash};
+use rand::RngCore;
+
+use crate::clock::{HlcClock, wall_clock_millis};
+use crate::epoch::{EpochDoc, EpochError};
+use crate::identity::{Identity, PublicKey};
+use crate::record::{
+    ACTOR_SUFFIX_LEN, Body, RECORD_VERSION, Record, RecordError, RecordId, RoomId, SignedRecord,
+};
+use crate::store::{LoadProblem, RoomFiles, Store, StoreError};
+use crate::validate::{Rejection, Unverified, ValidChange, check_structure, verify_all};
+use crate::view::RoomView;
+
+/// Records per epoch document before new records go to the next epoch. Applying a batch of remote
+/// changes costs time that grows with the document, so this bounds the cost of every receive.
+/// Concurrent writers may overfill an epoch slightly; nothing depends on the exact count.
+pub const EPOCH_CAPACITY: usize = 5_000;
+/// Valid changes held while their dependencies are missing. Beyond this the oldest are dropped
+/// (sync fetches them again later), so a peer sending orphans cannot grow memory without bound.
+pub const MAX_WAITING_CHANGES: usize = 4_096;
+/// Changes buffered by [`Room::receive`] before they are applied without waiting for
+/// [`Room::apply_received`].
+pub const MAX_RECEIVE_BUFFER: usize = 1_024;
+/// Log frames of one epoch after which [`Room::flush`] rewrites its snapshot: loading a long log
+/// is slower than loading a snapshot.
+pub const COMPACT_AFTER_FRAMES: usize = 2_000;
+
+/// Why an operation on a room failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// The record to write breaks a limit.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// Reading or writing the room's files failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored epoch could not be rebuilt.
+    #[error(transparent)]
+    Epoch(#[from] EpochError),
+    /// Automerge refused a local operation.
+    #[error("automerge: {0}")]
+    Automerge(Box<AutomergeError>),
+    /// The record acted on is not in this room.
+    #[error("no record {0} in this room")]
+    UnknownRecord(RecordId),
+    /// Only a message's author can edit or delete it.
+    #[error("record {0} is not a message of yours")]
+    NotYourMessage(RecordId),
+    /// Edits, deletes and reactions act on messages only.
+    #[error("record {0} is not a message")]
+    NotAMessage(RecordId),
+    /// A bug: an invariant of this crate did not hold.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// A record written by this device: its id, and the Automerge change to publish.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The new record's id.
+    pub id: RecordId,
+    /// The change bytes to send to the room's other members.
+    pub change: Vec<u8>,
+    /// The record itself.
+    pub record: SignedRecord,
+}
+
+/// What became of one remote change that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// Now in the room.
+    Applied(RecordId),
+    /// Already in the room (or earlier in the same batch).
+    Duplicate,
+    /// Valid, but its dependencies are missing: held until they arrive (sync will fetch them).
+    Waiting,
+}
+
+/// The result of [`Room::apply_remote`]: one outcome per change given, in order, plus the waiting
+/// changes that the batch released.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// For each change given, what became of it or why it was rejected.
+    pub outcomes: Vec<Result<Received, Rejection>>,
+    /// Changes that had been waiting and are now applied, with their records.
+    pub released: Vec<RecordId>,
+    /// Waiting changes dropped because the waiting queue was full.
+    pub dropped: usize,
+}
+
+impl ApplyReport {
+    /// Ids of every record this batch added to the room.
+    pub fn new_records(&self) -> impl Iterator<Item = RecordId> + '_ {
+        self.outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Ok(Received::Applied(id)) => Some(*id),
+                _ => None,
+            })
+            .chain(self.released.iter().copied())
+    }
+
+    /// Whether some change is waiting for dependencies, so the caller should start a sync.
+    pub fn has_waiting(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| matches!(o, Ok(Received::Waiting)))
+    }
+}
+
+/// Valid changes whose dependencies have not arrived, oldest first, at most
+/// [`MAX_WAITING_CHANGES`].
+#[derive(Debug, Default)]
+struct WaitingChanges {
+    order: VecDeque<ValidChange>,
+    hashes: HashSet<ChangeHash>,
+}
+
+impl WaitingChanges {
+    fn contains(&self, hash: &ChangeHash) -> bool {
+        self.hashes.contains(hash)
+    }
+
+    fn take_all(&mut self) -> Vec<ValidChange> {
+        self.hashes.clear();
+        self.order.drain(..).collect()
+    }
+
+    /// Holds `changes`, dropping the oldest beyond the bound; returns how many were dropped.
+    fn hold(&mut self, changes: Vec<ValidChange>) -> usize {
+        let mut dropped = 0;
+        for valid in changes {
+            if !self.hashes.insert(valid.hash()) {
+                continue;
+            }
+            self.order.push_back(valid);
+            if self.order.len() > MAX_WAITING_CHANGES {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.hashes.remove(&oldest.hash());
+                }
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
+
+/// One chat room on this device.
+pub struct Room {
+    id: RoomId,
+    identity: Identity,
+    actor_suffix: [u8; ACTOR_SUFFIX_LEN],
+    epochs: BTreeMap<u32, EpochDoc>,
+    records: HashMap<RecordId, SignedRecord>,
+    waiting: WaitingChanges,
+    received: Vec<Vec<u8>>,
+    received_report: ApplyReport,
+    clock: HlcClock,
+    files: Option<RoomFiles>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("id", &self.id)
+            .field("records", &self.records.len())
+            .field("epochs", &self.epochs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Room {
+    /// A room held in memory only (tests, simulations, and rooms not yet joined for good).
+    pub fn in_memory(id: RoomId, identity: Identity) -> Self {
+        let mut actor_suffix = [0u8; ACTOR_SUFFIX_LEN];
+        rand::rng().fill_bytes(&mut actor_suffix);
+        Self {
+            id,
+            identity,
+            actor_suffix,
+            epochs: BTreeMap::new(),
+            records: HashMap::new(),
+            waiting: WaitingChanges::default(),
+            received: Vec::new(),
+            received_report: ApplyReport::default(),
+            clock: HlcClock::new(),
+            files: None,
+        }
+    }
+
+    /// Opens the room's files in `store` (creating them for a new room) and rebuilds it. Damaged
+    /// log tails are set aside by the store and returned, so the caller can report them.
+    pub fn open(
+        store: &Store,
+        id: RoomId,
+        identity: Identity,
+    ) -> Result<(Self, Vec<LoadProblem>), RoomError> {
+        let (files, loaded) = store.open_room(&id.to_string())?;
+        let mut room = Self::in_memory(id, identity);
+        for (number, stored) in loaded.epochs {
+            let mut epoch = match &stored.snapshot {
+                Some(snapshot) => EpochDoc::load(&id, number, snapshot)?,
+                None => EpochDoc::new(&id, number),
+            };
+            let changes: Vec<Change> = stored
+                .changes
+                .iter()
+                .filter_map(|bytes| catch_unwind(|| Change::try_from(&bytes[..])).ok()?.ok())
+                .collect();
+            let (_, error) = epoch.apply(changes);
+            if let Some(source) = error {
+                return Err(EpochError::Automerge {
+                    epoch: number,
+                    source: Box::new(source),
+                }
+                .into());
+            }
+            for bytes in epoch.record_bytes() {
+                let signed = SignedRecord::decode_trusted(&bytes)?;
+                room.clock
+                    .observe(signed.record().sent_at, wall_clock_millis());
+                room.records.insert(signed.id(), signed);
+            }
+            room.epochs.insert(number, epoch);
+        }
+        room.files = Some(files);
+        Ok((room, loaded.problems))
+    }
+
+    /// The room's id.
+    pub fn id(&self) -> RoomId {
+        self.id
+    }
+
+    /// This device's public key, the author of what it writes here.
+    pub fn author(&self) -> PublicKey {
+        self.identity.public_key()
+    }
+
+    /// Number of records (of every kind) in the room.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the room holds no record yet.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// A record by id.
+    pub fn record(&self, id: &RecordId) -> Option<&SignedRecord> {
+        self.records.get(id)
+    }
+
+    /// Every record, in no particular order.
+    pub fn records(&self) -> impl Iterator<Item = &SignedRecord> {
+        self.records.values()
+    }
+
+    /// The room as people see it.
+    pub fn view(&self) -> RoomView {
+        RoomView::build(self.records.values())
+    }
+
+    /// Each epoch's heads: equal everywhere once replicas have converged.
+    pub fn heads(&self) -> BTreeMap<u32, Vec<ChangeHash>> {
+        self.epochs
+            .iter()
+            .map(|(n, epoch)| (*n, epoch.heads()))
+            .collect()
+    }
+
+    /// Every change (as bytes to send) not covered by `heads`, epoch by epoch; epochs absent from
+    /// `heads` are sent whole. Genesis changes are never sent: every peer builds its own.
+    pub fn changes_since(&self, heads: &BTreeMap<u32, Vec<ChangeHash>>) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (n, epoch) in &self.epochs {
+            let known: Vec<ChangeHash> = heads
+                .get(n)
+                .into_iter()
+                .flatten()
+                .filter(|h| epoch.has_change(h))
+                .copied()
+                .collect();
+            out.extend(
+                epoch
+                    .changes_since(&known)
+                    .into_iter()
+                    .filter(|c| c.hash() != epoch.genesis())
+                    .map(|c| c.raw_bytes().to_vec()),
+            );
+        }
+        out
+    }
+
+    /// Posts a chat message.
+    pub fn post(&mut self, text: &str) -> Result<Written, RoomError> {
+        self.write(Body::Message { text: text.into() })
+    }
+
+    /// Replaces the text of one of this device's messages.
+    pub fn edit(&mut self, target: RecordId, text: &str) -> Result<Written, RoomError> {
+        self.check_own_message(target)?;
+        self.write(Body::Edit {
+            target,
+            text: text.into(),
+        })
+    }
+
+    /// Deletes one of this device's messages.
+    pub fn delete(&mut self, target: RecordId) -> Result<Written, RoomError> {
+        self.check_own_message(target)?;
+        self.write(Body::Delete { target })
+    }
+
+    /// Adds (`on`) or takes back a reaction to a message.
+    pub fn react(
+        &mut self,
+        target: RecordId,
+        reaction: &str,
+        on: bool,
+    ) -> Result<Written, RoomError> {
+        self.check_message(target)?;
+        self.write(Body::Reaction {
+            target,
+            on,
+            reaction: reaction.into(),
+        })
+    }
+
+    /// Sets this device's nickname in the room.
+    pub fn set_profile(&mut self, nickname: &str) -> Result<Written, RoomError> {
+        self.write(Body::Profile {
+            nickname: nickname.into(),
+        })
+    }
+
+    fn check_message(&self, target: RecordId) -> Result<&SignedRecord, RoomError> {
+        let record = self
+            .records
+            .get(&target)
+            .ok_or(RoomError::UnknownRecord(target))?;
+        match record.record().body {
+            Body::Message { .. } => Ok(record),
+            _ => Err(RoomError::NotAMessage(target)),
+        }
+    }
+
+    fn check_own_message(&self, target: RecordId) -> Result<(), RoomError> {
+        if self.check_message(target)?.record().author == self.identity.public_key() {
+            Ok(())
+        } else {
+            Err(RoomError::NotYourMessage(target))
+        }
+    }
+
+    /// Writes a record of ours into the newest epoch (or a new one when it is full) and appends
+    /// its change to the log. It is durable after the next [`Room::flush`].
+    fn write(&mut self, body: Body) -> Result<Written, RoomError> {
+        let number = match self.epochs.last_key_value() {
+            None => 0,
+            Some((&n, epoch)) if epoch.record_count() >= EPOCH_CAPACITY => n + 1,
+            Some((&n, _)) => n,
+        };
+        let room = self.id;
+        let author = self.identity.public_key();
+        let sent_at = self.clock.now();
+        let epoch = self
+            .epochs
+            .entry(number)
+            .or_insert_with(|| EpochDoc::new(&room, number));
+        let (signed, change) =
+            epoch.write_local(&self.identity, self.actor_suffix, |change| Record {
+                author,
+                body,
+                change,
+                epoch: number,
+                room,
+                sent_at,
+                version: RECORD_VERSION,
+            })?;
+        let bytes = change.raw_bytes().to_vec();
+        if let Some(files) = &mut self.files {
+            files.append(number, &bytes)?;
+        }
+        self.records.insert(signed.id(), signed.clone());
+        Ok(Written {
+            id: signed.id(),
+            change: bytes,
+            record: signed,
+        })
+    }
+
+    /// Validates a batch of changes from other peers and applies the valid ones in one Automerge
+    /// call per epoch. Invalid changes are rejected with their reason and touch nothing.
+    pub fn apply_remote<B: AsRef<[u8]>>(
+        &mut self,
+        changes: &[B],
+    ) -> Result<ApplyReport, RoomError> {
+        let checked = changes
+            .iter()
+            .map(|bytes| check_structure(&self.id, bytes.as_ref()))
+            .collect();
+        self.apply_checked(checked)
+    }
+
+    /// Keeps one change from another peer for the next [`Room::apply_received`], so that changes
+    /// arriving one by one are validated and applied in batches (a batch costs about as much as a
+    /// single change). Applies the buffer early when it reaches [`MAX_RECEIVE_BUFFER`].
+    pub fn receive(&mut self, change: &[u8]) -> Result<(), RoomError> {
+        self.received.push(change.to_vec());
+        if self.received.len() >= MAX_RECEIVE_BUFFER {
+            let report = self.apply_buffered()?;
+            let pending = &mut self.received_report;
+            pending.outcomes.extend(report.outcomes);
+            pending.released.extend(report.released);
+            pending.dropped += report.dropped;
+        }
+        Ok(())
+    }
+
+    /// Applies every change given to [`Room::receive`] since the last call; outcomes are in the
+    /// order the changes were received.
+    pub fn apply_received(&mut self) -> Result<ApplyReport, RoomError> {
+        let report = self.apply_buffered()?;
+        let mut all = std::mem::take(&mut self.received_report);
+        all.outcomes.extend(report.outcomes);
+        all.released.extend(report.released);
+        all.dropped += report.dropped;
+        Ok(all)
+    }
+
+    fn apply_buffered(&mut self) -> Result<ApplyReport, RoomError> {
+        let batch = std::mem::take(&mut self.received);
+        self.apply_remote(&batch)
+    }
+
+    /// Applies changes that passed the structural rules: duplicates are dropped before any
+    /// signature is checked, the rest are verified on every core, changes whose dependencies are
+    /// missing wait (boundedly), and the others go into their epochs in one call per epoch.
+    fn apply_checked(
+        &mut self,
+        checked: Vec<Result<Unverified, Rejection>>,
+    ) -> Result<ApplyReport, RoomError> {
+        let mut report = ApplyReport::default();
+        let mut slots = Vec::with_capacity(checked.len());
+        let mut to_verify = Vec::new();
+        let mut seen_in_batch = HashSet::new();
+        for result in checked {
+            let unverified = match result {
+                Ok(unverified) => unverified,
+                Err(rejection) => {
+                    report.outcomes.push(Err(rejection));
+                    slots.push(None);
+                    continue;
+                }
+            };
+            let hash = unverified.hash();
+            let known = self
+                .epochs
+                .get(&unverified.epoch())
+                .is_some_and(|e| e.has_change(&hash))
+                || self.waiting.contains(&hash);
+            if known || !seen_in_batch.insert(hash) {
+                report.outcomes.push(Ok(Received::Duplicate));
+                slots.push(None);
+            } else {
+                report.outcomes.push(Ok(Received::Waiting));
+                slots.push(Some(hash));
+                to_verify.push((report.outcomes.len() - 1, Ok(unverified)));
+            }
+        }
+        let (positions, unverified): (Vec<usize>, Vec<_>) = to_verify.into_iter().unzip();
+        let mut candidates = Vec::new();
+        for (position, result) in positions.into_iter().zip(verify_all(unverified)) {
+            match result {
+                Ok(valid) => {
+                    self.epoch_mut(valid.epoch());
+                    candidates.push(valid);
+                }
+                Err(rejection) => {
+                    report.outcomes[position] = Err(rejection);
+                    slots[position] = None;
+                }
+            }
+        }
+        candidates.extend(self.waiting.take_all());
+        let (ready, still_waiting) = self.order_ready(candidates);
+        let applied = self.apply_ready(ready)?;
+        report.dropped += self.waiting.hold(still_waiting);
+        let applied_ids: HashMap<ChangeHash, RecordId> = applied.iter().copied().collect();
+        for (outcome, slot) in report.outcomes.iter_mut().zip(&slots) {
+            if let Some(id) = slot.and_then(|hash| applied_ids.get(&hash)) {
+                *outcome = Ok(Received::Applied(*id));
+            }
+        }
+        let from_batch: HashSet<ChangeHash> = slots.iter().flatten().copied().collect();
+        report.released = applied
+            .into_iter()
+            .filter(|(hash, _)| !from_batch.contains(hash))
+            .map(|(_, id)| id)
+            .collect();
+        Ok(report)
+    }
+
+    /// Splits changes into those whose dependencies are present (in their epoch or earlier in
+    /// the returned order) and those still missing some.
+    fn order_ready(&self, mut pending: Vec<ValidChange>) -> (Vec<ValidChange>, Vec<ValidChange>) {
+        let mut ready = Vec::new();
+        let mut ready_hashes = HashSet::new();
+        loop {
+            let before = pending.len();
+            let mut blocked = Vec::new();
+            for valid in pending {
+                let epoch = self.epochs.get(&valid.epoch());
+                let deps_present = valid.change.deps().iter().all(|dep| {
+                    ready_hashes.contains(dep) || epoch.is_some_and(|e| e.has_change(dep))
+                });
+                if deps_present {
+                    ready_hashes.insert(valid.hash());
+                    ready.push(valid);
+                } else {
+                    blocked.push(valid);
+                }
+            }
+            pending = blocked;
+            if pending.is_empty() || pending.len() == before {
+                return (ready, pending);
+            }
+        }
+    }
+
+    /// Applies ready changes epoch by epoch, then indexes and logs the ones Automerge took.
+    /// Returns them in order.
+    fn apply_ready(
+        &mut self,
+        ready: Vec<ValidChange>,
+    ) -> Result<Vec<(ChangeHash, RecordId)>, RoomError> {
+        let mut by_epoch: BTreeMap<u32, Vec<ValidChange>> = BTreeMap::new();
+        for valid in ready {
+            by_epoch.entry(valid.epoch()).or_default().push(valid);
+        }
+        let mut applied = Vec::new();
+        for (number, changes) in by_epoch {
+            let room = self.id;
+            let epoch = self
+                .epochs
+                .entry(number)
+                .or_insert_with(|| EpochDoc::new(&room, number));
+            let (_, error) = epoch.apply(changes.iter().map(|v| v.change.clone()).collect());
+            if let Some(error) = error {
+                tracing::warn!(epoch = number, %error, "Automerge refused a validated change");
+            }
+            for valid in changes {
+                if !epoch.has_change(&valid.hash()) {
+                    continue;
+                }
+                if let Some(files) = &mut self.files {
+                    files.append(number, valid.change.raw_bytes())?;
+                }
+                self.clock
+                    .observe(valid.record.record().sent_at, wall_clock_millis());
+                applied.push((valid.hash(), valid.record.id()));
+                self.records.insert(valid.record.id(), valid.record);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Makes every write so far durable (one fsync per touched log: group commit), then compacts
+    /// epochs whose logs have grown long. A record is reported stored only after this returns.
+    pub fn flush(&mut self) -> Result<(), RoomError> {
+        let Some(files) = &mut self.files else {
+            return Ok(());
+        };
+        files.sync()?;
+        for (number, epoch) in &self.epochs {
+            if files.log_frames(*number) >= COMPACT_AFTER_FRAMES {
+                files.compact(*number, &epoch.save())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites every epoch's snapshot and empties its log.
+    pub fn compact(&mut self) -> Result<(), RoomError> {
+        let Some(files) = &mut self.files else {
+            return Ok(());
+        };
+        files.sync()?;
+        for (number, epoch) in &self.epochs {
+            if files.log_frames(*number) > 0 {
+                files.compact(*number, &epoch.save())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The epoch documents, for sync.
+    pub(crate) fn epochs(&self) -> &BTreeMap<u32, EpochDoc> {
+        &self.epochs
+    }
+
+    /// The epoch document `number`, created (genesis only) if this device has none yet.
+    pub(crate) fn epoch_mut(&mut self, number: u32) -> &mut EpochDoc {
+        let room = self.id;
+        self.epochs
+            .entry(number)
+            .or_insert_with(|| EpochDoc::new(&room, number))
+    }
+
+    /// Keeps valid changes that arrived by sync before their dependencies.
+    pub(crate) fn hold_waiting(&mut self, changes: Vec<ValidChange>) {
+        let dropped = self.waiting.hold(changes);
+        if dropped > 0 {
+            tracing::debug!(dropped, "waiting queue full; oldest changes dropped");
+        }
+    }
+
+    /// Applies waiting changes whose dependencies have arrived (by sync); returns their records.
+    pub(crate) fn release_waiting(&mut self) -> Result<Vec<RecordId>, RoomError> {
+        if self.waiting.order.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.apply_checked(Vec::new())?.released)
+    }
+
+    /// Whether a change is already held, applied or waiting.
+    pub(crate) fn knows_change(&self, epoch: u32, hash: &ChangeHash) -> bool {
+        self.epochs.get(&epoch).is_some_and(|e| e.has_change(hash)) || self.waiting.contains(hash)
+    }
+
+    /// Indexes and logs records that Automerge's sync protocol put into epoch `number`.
+    pub(crate) fn note_synced(
+        &mut self,
+        number: u32,
+        records: Vec<(Vec<u8>, SignedRecord)>,
+    ) -> Result<(), RoomError> {
+        self.epoch_mut(number).count_synced(records.len());
+        for (change, record) in records {
+            if let Some(files) = &mut self.files {
+                files.append(number, &change)?;
+            }
+            self.clock
+                .observe(record.record().sent_at, wall_clock_millis());
+            self.records.insert(record.id(), record);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! History sync with one peer: Automerge's own sync protocol run per epoch document, wrapped so
+//! that every change it carries passes the same validation as a gossiped change.
+//!
+//! # Wire format
+//! One sync message is CBOR `{"p": [[epoch, automerge sync message bytes], …], "s": [[epoch,
+//! heads digest], …]}`. The summary `s` lists every epoch the sender holds with a SHA-256 of its
+//! sorted heads, so epochs already equal on both sides cost nothing; parts `p` carry Automerge
+//! sync messages for the epochs that differ.
+//!
+//! # Defences (see `CRDT-VALIDATION.md`)
+//! - Raw bytes never reach Automerge: each part is decoded (under `catch_unwind`), each change in
+//!   it is validated, and only then is the message handed to `receive_sync_message`.
+//! - The capability flags are stripped both ways, so neither side ever believes the other accepts
+//!   a whole saved document (which could not be validated change by change); document and
+//!   compressed chunks are refused.
+//! - The first invalid change ends the session with an error, so a peer holding changes we reject
+//!   cannot keep us in an endless exchange; the caller drops or resets the session and penalises
+//!   the peer.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::ChangeHash;
+use automerge::sync::{self, SyncDoc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::record::RecordId;
+use crate::room::{Room, RoomError};
+use crate::validate::{Rejection, check_structure, verify_all};
+
+/// Largest sync message accepted. An epoch holds at most a few thousand records of at most
+/// 32 KiB each as changes, so one epoch's full history fits with room to spare.
+pub const MAX_SYNC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Most epochs one sync message may describe: bounds the work a hostile summary can cause.
+pub const MAX_SYNC_EPOCHS: usize = 65_536;
+
+/// Why a sync message was refused. The session should be reset and the peer penalised.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Larger than [`MAX_SYNC_MESSAGE_BYTES`].
+    #[error("sync message is {0} bytes, more than the limit")]
+    TooLarge(usize),
+    /// Not a sync message of our format, or an Automerge part that does not decode.
+    #[error("malformed sync message: {0}")]
+    Malformed(String),
+    /// A change inside broke a validation rule.
+    #[error("sync message carries an invalid change: {0}")]
+    Rejected(#[from] Rejection),
+    /// A change inside belongs to another epoch than the part that carries it.
+    #[error("sync message carries a change of epoch {found} in the part for epoch {part}")]
+    WrongEpoch {
+        /// The part's epoch.
+        part: u32,
+        /// The change's epoch.
+        found: u32,
+    },
+    /// Automerge refused the (validated) message.
+    #[error("automerge refused the sync message: {0}")]
+    Automerge(String),
+    /// Applying what arrived failed locally.
+    #[error(transparent)]
+    Room(#[from] RoomError),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireMessage {
+    #[serde(rename = "p")]
+    parts: Vec<(u32, serde_bytes::ByteBuf)>,
+    #[serde(rename = "s")]
+    summary: Vec<(u32, serde_bytes::ByteArray<32>)>,
+}
+
+/// The state of sync with one peer for one room. Keep it for as long as the connection lasts;
+/// after a [`SyncError`], [`SyncSession::reset`] it.
+#[derive(Debug, Default)]
+pub struct SyncSession {
+    states: BTreeMap<u32, sync::State>,
+    their_summary: Option<BTreeMap<u32, [u8; 32]>>,
+    last_sent_summary: Option<BTreeMap<u32, [u8; 32]>>,
+}
+
+/// What one received sync message changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// Records that arrived and are now in the room.
+    pub new_records: Vec<RecordId>,
+}
+
+impl SyncSession {
+    /// A session with a peer we have not synced with yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets everything about the peer, so the next exchange starts over.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Whether both sides hold the same heads in every epoch, as far as this session knows.
+    pub fn is_in_sync(&self, room: &Room) -> bool {
+        self.their_summary.as_ref() == Some(&summary(room))
+    }
+}
+
+fn heads_digest(heads: &[ChangeHash]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for head in heads {
+        hasher.update(head.0);
+    }
+    hasher.finalize().into()
+}
+
+fn summary(room: &Room) -> BTreeMap<u32, [u8; 32]> {
+    room.epochs()
+        .iter()
+        .map(|(n, epoch)| (*n, heads_digest(&epoch.heads())))
+        .collect()
+}
+
+impl Room {
+    /// The next message to send to the peer of `session`, or `None` when there is nothing to say
+    /// (the exchange is over once both sides return `None`).
+    pub fn generate_sync_message(&mut self, session: &mut SyncSession) -> Option<Vec<u8>> {
+        let ours = summary(self);
+        let mut parts = Vec::new();
+        if let Some(theirs) = session.their_summary.clone() {
+            let differing: Vec<u32> = ours
+                .keys()
+                .chain(theirs.keys())
+                .copied()
+                .filter(|n| ours.get(n) != theirs.get(n))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for number in differing {
+                let state = session.states.entry(number).or_default();
+                let epoch = self.epoch_mut(number);
+                if let Some(mut message) = epoch.doc().generate_sync_message(state) {
+                    message.flags = None;
+                    parts.push((number, serde_bytes::ByteBuf::from(message.encode())));
+                }
+            }
+        }
+        let ours = summary(self);
+        if parts.is_empty() && session.last_sent_summary.as_ref() == Some(&ours) {
+            return None;
+        }
+        let wire = WireMessage {
+            parts,
+            summary: ours
+                .iter()
+                .map(|(n, d)| (*n, serde_bytes::ByteArray::new(*d)))
+                .collect(),
+        };
+        session.last_sent_summary = Some(ours);
+        let mut out = Vec::new();
+        if let Err(e) = ciborium::into_writer(&wire, &mut out) {
+            unreachable!("encoding a sync message into memory failed: {e}");
+        }
+        Some(out)
+    }
+
+    /// Takes a sync message from the peer of `session`: validates every change it carries, then
+    /// lets Automerge apply them. A message carrying any invalid change is refused whole.
+    pub fn receive_sync_message(
+        &mut self,
+        session: &mut SyncSession,
+        bytes: &[u8],
+    ) -> Result<SyncProgress, SyncError> {
+        if bytes.len() > MAX_SYNC_MESSAGE_BYTES {
+            return Err(SyncError::TooLarge(bytes.len()));
+        }
+        let wire: WireMessage =
+            ciborium::from_reader(bytes).map_err(|e| SyncError::Malformed(e.to_string()))?;
+        if wire.summary.len() > MAX_SYNC_EPOCHS || wire.parts.len() > MAX_SYNC_EPOCHS {
+            return Err(SyncError::Malformed("too many epochs".into()));
+        }
+        let mut decoded = Vec::with_capacity(wire.parts.len());
+        for (number, part) in &wire.parts {
+            let mut message = catch_unwind(|| sync::Message::decode(part))
+                .map_err(|_| SyncError::Malformed("Automerge panicked decoding a part".into()))?
+                .map_err(|e| SyncError::Malformed(e.to_string()))?;
+            message.flags = None;
+            let mut unverified = Vec::new();
+            for chunk in message.changes.iter() {
+                let checked = check_structure(&self.id(), chunk)?;
+                if checked.epoch() != *number {
+                    return Err(SyncError::WrongEpoch {
+                        part: *number,
+                        found: checked.epoch(),
+                    });
+                }
+                if !self.knows_change(*number, &checked.hash()) {
+                    unverified.push(Ok(checked));
+                }
+            }
+            let mut valid = Vec::with_capacity(unverified.len());
+            for result in verify_all(unverified) {
+                valid.push(result?);
+            }
+            decoded.push((*number, message, valid));
+        }
+        let mut progress = SyncProgress::default();
+        for (number, mut message, valid) in decoded {
+            // Only changes whose dependencies are present go to Automerge (which would otherwise
+            // queue the rest out of our sight); the others wait with the gossiped ones.
+            let epoch = self.epoch_mut(number);
+            let mut present: HashSet<ChangeHash> = HashSet::new();
+            let (ready, blocked): (Vec<_>, Vec<_>) = valid.into_iter().partition(|v| {
+                let ok = v
+                    .change
+                    .deps()
+                    .iter()
+                    .all(|d| present.contains(d) || epoch.has_change(d));
+                if ok {
+                    present.insert(v.hash());
+                }
+                ok
+            });
+            message.changes = ready
+                .iter()
+                .map(|v| v.change.raw_bytes().to_vec())
+                .collect::<Vec<_>>()
+                .into();
+            let state = session.states.entry(number).or_default();
+            let doc = epoch.doc_mut();
+            catch_unwind(AssertUnwindSafe(|| {
+                doc.receive_sync_message(state, message)
+            }))
+            .map_err(|_| SyncError::Automerge("panicked".into()))?
+            .map_err(|e| SyncError::Automerge(e.to_string()))?;
+            let arrived: Vec<_> = ready
+                .into_iter()
+                .filter(|v| epoch.has_change(&v.hash()))
+                .map(|v| (v.change.raw_bytes().to_vec(), v.record))
+                .collect();
+            progress
+                .new_records
+                .extend(arrived.iter().map(|(_, record)| record.id()));
+            self.note_synced(number, arrived)?;
+            self.hold_waiting(blocked);
+        }
+        progress.new_records.extend(self.release_waiting()?);
+        session.their_summary = Some(
+            wire.summary
+                .into_iter()
+                .map(|(n, d)| (n, d.into_array()))
+                .collect(),
+        );
+        Ok(progress)
+    }
+}

@@ -1,0 +1,122 @@
+//! A room kept in a store survives restarts, compaction and damaged log tails.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+
+use grapevine_crdt::{Identity, Room, RoomId, Store};
+
+fn lobby() -> RoomId {
+    RoomId::for_public_name("lobby").unwrap()
+}
+
+fn log_path(store: &Store, epoch: u32) -> std::path::PathBuf {
+    store
+        .dir()
+        .join("rooms")
+        .join(lobby().to_string())
+        .join(format!("epoch-{epoch}.log"))
+}
+
+#[test]
+fn flushed_records_are_there_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let identity = Identity::generate();
+    let (mut room, problems) = Room::open(&store, lobby(), identity.clone()).unwrap();
+    assert!(problems.is_empty());
+    let first = room.post("hello").unwrap();
+    room.set_profile("ana").unwrap();
+    room.react(first.id, "👍", true).unwrap();
+    room.edit(first.id, "hello, world").unwrap();
+    room.flush().unwrap();
+    let view = room.view();
+    let heads = room.heads();
+    drop(room);
+
+    let (mut reopened, problems) = Room::open(&store, lobby(), identity).unwrap();
+    assert!(problems.is_empty());
+    assert_eq!(reopened.view(), view);
+    assert_eq!(reopened.heads(), heads);
+    assert_eq!(reopened.view().messages[0].text, "hello, world");
+    // A new session writes under a new actor and continues the history.
+    reopened.post("again").unwrap();
+    assert_eq!(reopened.len(), 5);
+}
+
+#[test]
+fn remote_records_are_stored_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut sender = Room::in_memory(lobby(), Identity::generate());
+    let changes: Vec<Vec<u8>> = (0..20)
+        .map(|i| sender.post(&format!("message {i}")).unwrap().change)
+        .collect();
+    let identity = Identity::generate();
+    let (mut room, _) = Room::open(&store, lobby(), identity.clone()).unwrap();
+    let report = room.apply_remote(&changes).unwrap();
+    assert_eq!(report.new_records().count(), 20);
+    room.flush().unwrap();
+    drop(room);
+    let (reopened, _) = Room::open(&store, lobby(), identity).unwrap();
+    assert_eq!(reopened.view(), sender.view());
+}
+
+#[test]
+fn compacted_room_reloads_with_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let identity = Identity::generate();
+    let (mut room, _) = Room::open(&store, lobby(), identity.clone()).unwrap();
+    for i in 0..50 {
+        room.post(&format!("before {i}")).unwrap();
+    }
+    room.compact().unwrap();
+    for i in 0..5 {
+        room.post(&format!("after {i}")).unwrap();
+    }
+    room.flush().unwrap();
+    let view = room.view();
+    drop(room);
+    let (reopened, problems) = Room::open(&store, lobby(), identity).unwrap();
+    assert!(problems.is_empty());
+    assert_eq!(reopened.len(), 55);
+    assert_eq!(reopened.view(), view);
+}
+
+#[test]
+fn torn_log_tail_is_reported_and_the_rest_of_the_room_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let identity = Identity::generate();
+    let (mut room, _) = Room::open(&store, lobby(), identity.clone()).unwrap();
+    for i in 0..10 {
+        room.post(&format!("message {i}")).unwrap();
+    }
+    room.flush().unwrap();
+    drop(room);
+    let log = log_path(&store, 0);
+    let len = fs::metadata(&log).unwrap().len();
+    let file = fs::OpenOptions::new().write(true).open(&log).unwrap();
+    file.set_len(len - 7).unwrap();
+    drop(file);
+
+    let (room, problems) = Room::open(&store, lobby(), identity).unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].set_aside.exists());
+    assert_eq!(room.len(), 9);
+}
+
+#[test]
+fn unflushed_writes_are_not_reported_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let identity = Identity::generate();
+    let (mut room, _) = Room::open(&store, lobby(), identity.clone()).unwrap();
+    room.post("durable").unwrap();
+    room.flush().unwrap();
+    room.post("not yet flushed").unwrap();
+    drop(room);
+    let (reopened, _) = Room::open(&store, lobby(), identity).unwrap();
+    assert_eq!(reopened.len(), 1);
+    assert_eq!(reopened.view().messages[0].text, "durable");
+}
