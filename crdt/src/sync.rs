@@ -253,3 +253,86 @@ impl Room {
         Ok(progress)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use crate::record::RoomId;
+    use automerge::transaction::{CommitOptions, Transactable};
+    use automerge::{ActorId, ObjType, ROOT};
+
+    fn lobby() -> RoomId {
+        RoomId::for_public_name("lobby").unwrap()
+    }
+
+    #[test]
+    fn a_peer_holding_a_change_we_reject_cannot_keep_us_syncing_forever() {
+        let mut honest = Room::in_memory(lobby(), Identity::generate());
+        let mut hostile = Room::in_memory(lobby(), Identity::generate());
+        honest.post("hi").unwrap();
+        hostile.post("hello").unwrap();
+        // The hostile replica holds a change no validator accepts: a new object under the root.
+        let doc = hostile.epoch_mut(0).doc_mut();
+        doc.set_actor(ActorId::from(&[9u8; 16][..]));
+        let mut tx = doc.transaction();
+        tx.put_object(ROOT, "junk", ObjType::List).unwrap();
+        tx.commit_with(CommitOptions::default().with_time(0));
+
+        let (mut ours, mut theirs) = (SyncSession::new(), SyncSession::new());
+        let heads_before = honest.heads();
+        let mut error = None;
+        for _ in 0..10 {
+            if let Some(message) = honest.generate_sync_message(&mut ours) {
+                hostile.receive_sync_message(&mut theirs, &message).unwrap();
+            }
+            let Some(message) = hostile.generate_sync_message(&mut theirs) else {
+                break;
+            };
+            if let Err(e) = honest.receive_sync_message(&mut ours, &message) {
+                error = Some(e);
+                break;
+            }
+        }
+        let error = error.expect("the invalid change was never refused");
+        assert!(matches!(error, SyncError::Rejected(_)), "{error}");
+        assert_eq!(
+            honest.heads(),
+            heads_before,
+            "nothing of the refused message was applied"
+        );
+    }
+
+    #[test]
+    fn flags_are_stripped_so_no_whole_document_is_ever_sent() {
+        let mut full = Room::in_memory(lobby(), Identity::generate());
+        for i in 0..100 {
+            full.post(&format!("message {i}")).unwrap();
+        }
+        let mut empty = Room::in_memory(lobby(), Identity::generate());
+        let (mut a, mut b) = (SyncSession::new(), SyncSession::new());
+        for _ in 0..10 {
+            let to_full = empty.generate_sync_message(&mut b);
+            if let Some(m) = &to_full {
+                full.receive_sync_message(&mut a, m).unwrap();
+            }
+            let to_empty = full.generate_sync_message(&mut a);
+            if let Some(m) = &to_empty {
+                let wire: WireMessage = ciborium::from_reader(&m[..]).unwrap();
+                for (_, part) in &wire.parts {
+                    let message = sync::Message::decode(part).unwrap();
+                    assert!(message.flags.is_none());
+                    for chunk in message.changes.iter() {
+                        assert_eq!(chunk[8], 1, "only uncompressed change chunks are sent");
+                    }
+                }
+                empty.receive_sync_message(&mut b, m).unwrap();
+            }
+            if to_full.is_none() && to_empty.is_none() {
+                break;
+            }
+        }
+        assert_eq!(empty.heads(), full.heads());
+        assert_eq!(empty.len(), 100);
+    }
+}
