@@ -57,6 +57,7 @@ pub(crate) struct EpochDoc {
     genesis: ChangeHash,
     record_count: usize,
     local_seq: u64,
+    last_local: Option<ChangeHash>,
 }
 
 impl EpochDoc {
@@ -78,6 +79,7 @@ impl EpochDoc {
             genesis,
             record_count: 0,
             local_seq: 0,
+            last_local: None,
         }
     }
 
@@ -141,7 +143,13 @@ impl EpochDoc {
         actor_suffix: [u8; crate::record::ACTOR_SUFFIX_LEN],
         make_record: impl FnOnce(ChangeHeader) -> Record,
     ) -> Result<(SignedRecord, Change), crate::room::RoomError> {
-        let deps = self.heads();
+        // Automerge's rule for a new change's dependencies: the heads, plus the actor's own previous
+        // change when someone else has already built on it.
+        let mut deps = self.heads();
+        if let Some(last) = self.last_local.filter(|last| !deps.contains(last)) {
+            deps.push(last);
+            deps.sort();
+        }
         let max_op = deps
             .iter()
             .filter_map(|h| self.doc.get_change_meta_by_hash(h))
@@ -188,36 +196,34 @@ impl EpochDoc {
             ));
         }
         self.local_seq += 1;
+        self.last_local = Some(change.hash());
         self.record_count += 1;
         Ok((signed, change))
     }
 
     /// Applies changes whose dependencies are all present (in the document or earlier in the
-    /// batch), in one call when possible. If Automerge refuses the batch, each change is applied
-    /// on its own so that one bad change cannot block the others. Returns how many were applied
-    /// and the first error, if any.
-    pub(crate) fn apply(&mut self, changes: Vec<Change>) -> (usize, Option<AutomergeError>) {
+    /// batch), in one call when possible. Does not count records: the room does, when it indexes
+    /// them. If Automerge refuses the batch, each change is applied
+    /// on its own so that one bad change cannot block the others. Returns the first error, if any.
+    pub(crate) fn apply(&mut self, changes: Vec<Change>) -> Option<AutomergeError> {
         let fresh: Vec<Change> = changes
             .into_iter()
             .filter(|c| !self.has_change(&c.hash()))
             .collect();
         if fresh.is_empty() {
-            return (0, None);
+            return None;
         }
-        let count = fresh.len();
         let batch = catch_unwind(AssertUnwindSafe(|| self.doc.apply_changes(fresh.clone())));
-        let result = match batch {
-            Ok(Ok(())) => (count, None),
+        match batch {
+            Ok(Ok(())) => None,
             _ => {
-                let mut applied = 0;
                 let mut first_error = None;
                 for change in fresh {
                     if self.has_change(&change.hash()) {
-                        applied += 1;
                         continue;
                     }
                     match catch_unwind(AssertUnwindSafe(|| self.doc.apply_changes([change]))) {
-                        Ok(Ok(())) => applied += 1,
+                        Ok(Ok(())) => {}
                         Ok(Err(e)) => {
                             first_error.get_or_insert(e);
                         }
@@ -226,17 +232,14 @@ impl EpochDoc {
                         }
                     }
                 }
-                (applied, first_error)
+                first_error
             }
-        };
-        // A record can ride in exactly one change (its signed header names that change), so each
-        // applied change adds exactly one record.
-        self.record_count += result.0;
-        result
+        }
     }
 
-    /// Notes records that arrived through Automerge's sync protocol rather than [`Self::apply`].
-    pub(crate) fn count_synced(&mut self, records: usize) {
+    /// Counts records the room indexed from this document. Counting at indexing time also counts
+    /// changes that Automerge applied from its own queue when their dependencies arrived.
+    pub(crate) fn add_records(&mut self, records: usize) {
         self.record_count += records;
     }
 

@@ -133,6 +133,14 @@ impl WaitingChanges {
         self.order.drain(..).collect()
     }
 
+    fn take(&mut self, hash: &ChangeHash) -> Option<ValidChange> {
+        if !self.hashes.remove(hash) {
+            return None;
+        }
+        let position = self.order.iter().position(|v| v.hash() == *hash)?;
+        self.order.remove(position)
+    }
+
     /// Holds `changes`, dropping the oldest beyond the bound; returns how many were dropped.
     fn hold(&mut self, changes: Vec<ValidChange>) -> usize {
         let mut dropped = 0;
@@ -214,7 +222,7 @@ impl Room {
                 .iter()
                 .filter_map(|bytes| catch_unwind(|| Change::try_from(&bytes[..])).ok()?.ok())
                 .collect();
-            let (_, error) = epoch.apply(changes);
+            let error = epoch.apply(changes);
             if let Some(source) = error {
                 return Err(EpochError::Automerge {
                     epoch: number,
@@ -512,7 +520,10 @@ impl Room {
 
     /// Splits changes into those whose dependencies are present (in their epoch or earlier in
     /// the returned order) and those still missing some.
-    fn order_ready(&self, mut pending: Vec<ValidChange>) -> (Vec<ValidChange>, Vec<ValidChange>) {
+    pub(crate) fn order_ready(
+        &self,
+        mut pending: Vec<ValidChange>,
+    ) -> (Vec<ValidChange>, Vec<ValidChange>) {
         let mut ready = Vec::new();
         let mut ready_hashes = HashSet::new();
         loop {
@@ -554,7 +565,7 @@ impl Room {
                 .epochs
                 .entry(number)
                 .or_insert_with(|| EpochDoc::new(&room, number));
-            let (_, error) = epoch.apply(changes.iter().map(|v| v.change.clone()).collect());
+            let error = epoch.apply(changes.iter().map(|v| v.change.clone()).collect());
             if let Some(error) = error {
                 tracing::warn!(epoch = number, %error, "Automerge refused a validated change");
             }
@@ -568,7 +579,13 @@ impl Room {
                 self.clock
                     .observe(valid.record.record().sent_at, wall_clock_millis());
                 applied.push((valid.hash(), valid.record.id()));
-                self.records.insert(valid.record.id(), valid.record);
+                if self
+                    .records
+                    .insert(valid.record.id(), valid.record)
+                    .is_none()
+                {
+                    epoch.add_records(1);
+                }
             }
         }
         Ok(applied)
@@ -632,9 +649,14 @@ impl Room {
         Ok(self.apply_checked(Vec::new())?.released)
     }
 
-    /// Whether a change is already held, applied or waiting.
-    pub(crate) fn knows_change(&self, epoch: u32, hash: &ChangeHash) -> bool {
-        self.epochs.get(&epoch).is_some_and(|e| e.has_change(hash)) || self.waiting.contains(hash)
+    /// Whether a change is already in its epoch document.
+    pub(crate) fn has_change(&self, epoch: u32, hash: &ChangeHash) -> bool {
+        self.epochs.get(&epoch).is_some_and(|e| e.has_change(hash))
+    }
+
+    /// Takes a change out of the waiting queue, already verified, if it is there.
+    pub(crate) fn take_waiting(&mut self, hash: &ChangeHash) -> Option<ValidChange> {
+        self.waiting.take(hash)
     }
 
     /// Indexes and logs records that Automerge's sync protocol put into epoch `number`.
@@ -643,14 +665,15 @@ impl Room {
         number: u32,
         records: Vec<(Vec<u8>, SignedRecord)>,
     ) -> Result<(), RoomError> {
-        self.epoch_mut(number).count_synced(records.len());
         for (change, record) in records {
             if let Some(files) = &mut self.files {
                 files.append(number, &change)?;
             }
             self.clock
                 .observe(record.record().sent_at, wall_clock_millis());
-            self.records.insert(record.id(), record);
+            if self.records.insert(record.id(), record).is_none() {
+                self.epoch_mut(number).add_records(1);
+            }
         }
         Ok(())
     }

@@ -17,7 +17,7 @@
 //!   cannot keep us in an endless exchange; the caller drops or resets the session and penalises
 //!   the peer.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::ChangeHash;
@@ -193,7 +193,7 @@ impl Room {
                         found: checked.epoch(),
                     });
                 }
-                if !self.knows_change(*number, &checked.hash()) {
+                if !self.has_change(*number, &checked.hash()) {
                     unverified.push(Ok(checked));
                 }
             }
@@ -205,26 +205,21 @@ impl Room {
         }
         let mut progress = SyncProgress::default();
         for (number, mut message, valid) in decoded {
-            // Only changes whose dependencies are present go to Automerge (which would otherwise
-            // queue the rest out of our sight); the others wait with the gossiped ones.
-            let epoch = self.epoch_mut(number);
-            let mut present: HashSet<ChangeHash> = HashSet::new();
-            let (ready, blocked): (Vec<_>, Vec<_>) = valid.into_iter().partition(|v| {
-                let ok = v
-                    .change
-                    .deps()
-                    .iter()
-                    .all(|d| present.contains(d) || epoch.has_change(d));
-                if ok {
-                    present.insert(v.hash());
-                }
-                ok
-            });
+            // Every valid change goes to Automerge, complete ones first in dependency order: from
+            // the ones it must queue, it learns which dependencies to ask for (a Bloom filter
+            // false positive can make the peer skip one). The queued ones also wait in the room,
+            // which indexes them once Automerge has applied them.
+            for v in &valid {
+                self.take_waiting(&v.hash());
+            }
+            let (ready, blocked) = self.order_ready(valid);
             message.changes = ready
                 .iter()
+                .chain(&blocked)
                 .map(|v| v.change.raw_bytes().to_vec())
                 .collect::<Vec<_>>()
                 .into();
+            let epoch = self.epoch_mut(number);
             let state = session.states.entry(number).or_default();
             let doc = epoch.doc_mut();
             catch_unwind(AssertUnwindSafe(|| {
