@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use data_encoding::BASE32_NOPAD;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use rand::RngCore;
+use ed25519_dalek::{Signer, SigningKey};
 
 use crate::fs::{create_private_dir_all, write_file_atomically};
+use crate::signature::SignedMessage;
 
 /// Magic bytes at the start of a key file, so that a file of another kind is recognised as such.
 const KEY_FILE_MAGIC: &[u8; 8] = b"GVKEY\0\0\x01";
@@ -61,9 +61,7 @@ impl fmt::Debug for Identity {
 impl Identity {
     /// Makes a fresh random key (from the operating system's CSPRNG).
     pub fn generate() -> Self {
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        Self::from_secret_bytes(secret)
+        Self::from_secret_bytes(random_bytes())
     }
 
     /// Rebuilds a key from its 32 secret bytes (the same bytes libp2p's ed25519 keys take).
@@ -153,6 +151,16 @@ impl Identity {
     }
 }
 
+/// Fresh bytes from the operating system's CSPRNG. Without it no key can be made safely, so its
+/// absence (which Linux never reports once booted) stops the program.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        panic!("the operating system's random number generator failed: {e}");
+    }
+    bytes
+}
+
 /// An author's ed25519 public key: the identity of whoever signed a record.
 ///
 /// Its text form is 52 lowercase base32 characters; [`PublicKey::short`] gives the first eight
@@ -173,14 +181,15 @@ impl PublicKey {
         text
     }
 
-    /// Checks an ed25519 signature strictly (no small-order keys, canonical signatures only), so
-    /// that one signed record has exactly one valid encoding.
+    /// Checks an ed25519 signature by the rules of [`crate::signature`], which give the same
+    /// verdict alone or in a batch on every peer.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
-            return false;
-        };
-        key.verify_strict(message, &Signature::from_bytes(signature))
-            .is_ok()
+        SignedMessage {
+            key: &self.0,
+            message,
+            signature,
+        }
+        .verify()
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`identity`]: the device's ed25519 key, saved with mode 0600, and the public key's text form.
 //! - [`clock`]: hybrid logical clock timestamps for records.
 //! - [`record`]: signed records (message, edit, delete, reaction, profile) in canonical CBOR.
+//! - `signature`: one verdict per signature, alone or in a batch (ZIP-215 plus canonical points).
 //! - [`validate`]: the gate every remote Automerge change passes before it reaches a document.
 //! - `epoch`: one bounded Automerge document of a room's history, with its deterministic genesis.
 //! - [`room`]: a room: its epochs, its record index, changes waiting for dependencies, its files.
@@ -17,6 +18,7 @@ mod fs;
 pub mod identity;
 pub mod record;
 pub mod room;
+mod signature;
 pub mod store;
 pub mod sync;
 pub mod validate;

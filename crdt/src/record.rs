@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::Hlc;
 use crate::identity::{Identity, PublicKey};
+use crate::signature::SignedMessage;
 
 /// Largest signed record accepted or created. Far below gossipsub's 64 KiB frame limit, so a
 /// record and its Automerge change always fit in one gossip message.
@@ -470,13 +471,21 @@ impl SignedRecord {
 
     /// Checks the signature against the author's key.
     pub(crate) fn verify_signature(&self) -> Result<(), RecordError> {
-        let (content, signature) = self.bytes.split_at(self.bytes.len() - SIGNATURE_LEN);
-        let signature: &[u8; SIGNATURE_LEN] =
-            signature.try_into().map_err(|_| RecordError::TooShort)?;
-        if self.record.author.verify(content, signature) {
+        if self.signed_message().verify() {
             Ok(())
         } else {
             Err(RecordError::BadSignature)
+        }
+    }
+
+    /// The author's key, the signed content and the signature, for checking in a batch.
+    pub(crate) fn signed_message(&self) -> SignedMessage<'_> {
+        let (content, signature) = self.bytes.split_at(self.bytes.len() - SIGNATURE_LEN);
+        SignedMessage {
+            key: self.record.author.as_bytes(),
+            message: content,
+            // `decode_unverified` and `sign` guarantee the signature's length.
+            signature: signature.try_into().unwrap_or(&[0u8; SIGNATURE_LEN]),
         }
     }
 

@@ -6,16 +6,15 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::panic::catch_unwind;
 
 use automerge::{AutomergeError, Change, ChangeHash};
-use rand::RngCore;
 
 use crate::clock::{HlcClock, wall_clock_millis};
 use crate::epoch::{EpochDoc, EpochError};
-use crate::identity::{Identity, PublicKey};
+use crate::identity::{Identity, PublicKey, random_bytes};
 use crate::record::{
     ACTOR_SUFFIX_LEN, Body, RECORD_VERSION, Record, RecordError, RecordId, RoomId, SignedRecord,
 };
 use crate::store::{LoadProblem, RoomFiles, Store, StoreError};
-use crate::validate::{Rejection, Unverified, ValidChange, check_structure, verify_all};
+use crate::validate::{Rejection, Unverified, ValidChange, check_all, verify_all};
 use crate::view::RoomView;
 
 /// Records per epoch document before new records go to the next epoch. Applying a batch of remote
@@ -187,12 +186,10 @@ impl std::fmt::Debug for Room {
 impl Room {
     /// A room held in memory only (tests, simulations, and rooms not yet joined for good).
     pub fn in_memory(id: RoomId, identity: Identity) -> Self {
-        let mut actor_suffix = [0u8; ACTOR_SUFFIX_LEN];
-        rand::rng().fill_bytes(&mut actor_suffix);
         Self {
             id,
             identity,
-            actor_suffix,
+            actor_suffix: random_bytes(),
             epochs: BTreeMap::new(),
             records: HashMap::new(),
             waiting: WaitingChanges::default(),
@@ -408,14 +405,11 @@ impl Room {
 
     /// Validates a batch of changes from other peers and applies the valid ones in one Automerge
     /// call per epoch. Invalid changes are rejected with their reason and touch nothing.
-    pub fn apply_remote<B: AsRef<[u8]>>(
+    pub fn apply_remote<B: AsRef<[u8]> + Sync>(
         &mut self,
         changes: &[B],
     ) -> Result<ApplyReport, RoomError> {
-        let checked = changes
-            .iter()
-            .map(|bytes| check_structure(&self.id, bytes.as_ref()))
-            .collect();
+        let checked = check_all(&self.id, changes);
         self.apply_checked(checked)
     }
 

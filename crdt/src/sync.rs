@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::record::RecordId;
 use crate::room::{Room, RoomError};
-use crate::validate::{Rejection, check_structure, verify_all};
+use crate::validate::{Rejection, check_all, verify_all};
 
 /// Largest sync message accepted. An epoch holds at most a few thousand records of at most
 /// 32 KiB each as changes, so one epoch's full history fits with room to spare.
@@ -184,9 +184,10 @@ impl Room {
                 .map_err(|_| SyncError::Malformed("Automerge panicked decoding a part".into()))?
                 .map_err(|e| SyncError::Malformed(e.to_string()))?;
             message.flags = None;
+            let chunks: Vec<&[u8]> = message.changes.iter().collect();
             let mut unverified = Vec::new();
-            for chunk in message.changes.iter() {
-                let checked = check_structure(&self.id(), chunk)?;
+            for checked in check_all(&self.id(), &chunks) {
+                let checked = checked?;
                 if checked.epoch() != *number {
                     return Err(SyncError::WrongEpoch {
                         part: *number,
