@@ -17,14 +17,36 @@ use grapevine_crdt::{Identity, Room, SyncSession};
 
 #[derive(Debug, Default)]
 struct Exchange {
-    /// Rounds (new replica's message, then source's reply) in which something was sent.
-    rounds: usize,
-    /// Rounds after which the new replica held every record.
-    rounds_to_complete: Option<usize>,
+    /// Round trips: pairs of turns, a turn being one side sending everything it has to say.
+    round_trips: usize,
+    /// Round trips after which the new replica held every record.
+    round_trips_to_complete: Option<usize>,
     messages: usize,
     bytes_from_new: usize,
     bytes_from_source: usize,
     largest_message: usize,
+}
+
+/// One turn: `from` sends every message it has (it may split a large answer over several
+/// messages), `to` receives them all. Returns the bytes sent, or `None` if `from` had nothing.
+fn turn(
+    from: &mut Room,
+    from_session: &mut SyncSession,
+    to: &mut Room,
+    to_session: &mut SyncSession,
+    x: &mut Exchange,
+) -> Option<usize> {
+    let mut bytes = 0;
+    let mut sent = false;
+    while let Some(m) = from.generate_sync_message(from_session) {
+        sent = true;
+        x.messages += 1;
+        bytes += m.len();
+        x.largest_message = x.largest_message.max(m.len());
+        to.receive_sync_message(to_session, &m).unwrap();
+        assert!(x.messages < 1_000, "sync does not converge");
+    }
+    sent.then_some(bytes)
 }
 
 /// Runs sync between `source` and `fresh` until neither has anything to say.
@@ -32,28 +54,18 @@ fn sync(source: &mut Room, fresh: &mut Room) -> Exchange {
     let (mut at_source, mut at_fresh) = (SyncSession::new(), SyncSession::new());
     let mut x = Exchange::default();
     loop {
-        let up = fresh.generate_sync_message(&mut at_fresh);
-        if let Some(m) = &up {
-            x.messages += 1;
-            x.bytes_from_new += m.len();
-            x.largest_message = x.largest_message.max(m.len());
-            source.receive_sync_message(&mut at_source, m).unwrap();
-        }
-        let down = source.generate_sync_message(&mut at_source);
-        if let Some(m) = &down {
-            x.messages += 1;
-            x.bytes_from_source += m.len();
-            x.largest_message = x.largest_message.max(m.len());
-            fresh.receive_sync_message(&mut at_fresh, m).unwrap();
-        }
+        let up = turn(fresh, &mut at_fresh, source, &mut at_source, &mut x);
+        x.bytes_from_new += up.unwrap_or(0);
+        let down = turn(source, &mut at_source, fresh, &mut at_fresh, &mut x);
+        x.bytes_from_source += down.unwrap_or(0);
         if up.is_none() && down.is_none() {
             break;
         }
-        x.rounds += 1;
-        if x.rounds_to_complete.is_none() && fresh.len() == source.len() {
-            x.rounds_to_complete = Some(x.rounds);
+        x.round_trips += 1;
+        if x.round_trips_to_complete.is_none() && fresh.len() == source.len() {
+            x.round_trips_to_complete = Some(x.round_trips);
         }
-        assert!(x.rounds < 100, "sync does not converge");
+        assert!(x.round_trips < 100, "sync does not converge");
     }
     assert_eq!(fresh.heads(), source.heads());
     x

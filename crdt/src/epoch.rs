@@ -56,6 +56,7 @@ pub(crate) struct EpochDoc {
     records_map: ObjId,
     genesis: ChangeHash,
     record_count: usize,
+    record_bytes_total: usize,
     local_seq: u64,
     last_local: Option<ChangeHash>,
 }
@@ -78,6 +79,7 @@ impl EpochDoc {
             records_map,
             genesis,
             record_count: 0,
+            record_bytes_total: 0,
             local_seq: 0,
             last_local: None,
         }
@@ -95,17 +97,17 @@ impl EpochDoc {
         if doc.get_change_meta_by_hash(&fresh.genesis).is_none() {
             return Err(EpochError::WrongGenesis(number));
         }
-        let record_count = doc.length(&fresh.records_map);
-        Ok(Self {
-            doc,
-            record_count,
-            ..fresh
-        })
+        Ok(Self { doc, ..fresh })
     }
 
-    /// Records held (concurrent inserts of one record count once).
+    /// Records the room has indexed from this document.
     pub(crate) fn record_count(&self) -> usize {
         self.record_count
+    }
+
+    /// Total size of the signed records the room has indexed from this document.
+    pub(crate) fn record_bytes_total(&self) -> usize {
+        self.record_bytes_total
     }
 
     /// The hash of the genesis change, which every peer has without syncing it.
@@ -197,7 +199,6 @@ impl EpochDoc {
         }
         self.local_seq += 1;
         self.last_local = Some(change.hash());
-        self.record_count += 1;
         Ok((signed, change))
     }
 
@@ -237,10 +238,12 @@ impl EpochDoc {
         }
     }
 
-    /// Counts records the room indexed from this document. Counting at indexing time also counts
-    /// changes that Automerge applied from its own queue when their dependencies arrived.
-    pub(crate) fn add_records(&mut self, records: usize) {
-        self.record_count += records;
+    /// Counts a record the room indexed from this document (each change carries exactly one).
+    /// Counting at indexing time also counts changes that Automerge applied from its own queue
+    /// when their dependencies arrived.
+    pub(crate) fn add_record(&mut self, signed_len: usize) {
+        self.record_count += 1;
+        self.record_bytes_total += signed_len;
     }
 
     /// Every record's signed bytes, in key order (one value per key even after concurrent inserts

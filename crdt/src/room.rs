@@ -21,6 +21,10 @@ use crate::view::RoomView;
 /// changes costs time that grows with the document, so this bounds the cost of every receive.
 /// Concurrent writers may overfill an epoch slightly; nothing depends on the exact count.
 pub const EPOCH_CAPACITY: usize = 5_000;
+/// Bytes of signed records per epoch document before new records go to the next epoch, whatever
+/// the record count: keeps one epoch's changes (each a record plus at most about as much header)
+/// well inside one sync message.
+pub const EPOCH_MAX_BYTES: usize = 12 * 1024 * 1024;
 /// Valid changes held while their dependencies are missing. Beyond this the oldest are dropped
 /// (sync fetches them again later), so a peer sending orphans cannot grow memory without bound.
 pub const MAX_WAITING_CHANGES: usize = 4_096;
@@ -227,8 +231,9 @@ impl Room {
                 }
                 .into());
             }
-            for bytes in epoch.record_bytes() {
+            for bytes in epoch.record_bytes().collect::<Vec<_>>() {
                 let signed = SignedRecord::decode_trusted(&bytes)?;
+                epoch.add_record(bytes.len());
                 room.clock
                     .observe(signed.record().sent_at, wall_clock_millis());
                 room.records.insert(signed.id(), signed);
@@ -371,7 +376,12 @@ impl Room {
     fn write(&mut self, body: Body) -> Result<Written, RoomError> {
         let number = match self.epochs.last_key_value() {
             None => 0,
-            Some((&n, epoch)) if epoch.record_count() >= EPOCH_CAPACITY => n + 1,
+            Some((&n, epoch))
+                if epoch.record_count() >= EPOCH_CAPACITY
+                    || epoch.record_bytes_total() >= EPOCH_MAX_BYTES =>
+            {
+                n + 1
+            }
             Some((&n, _)) => n,
         };
         let room = self.id;
@@ -391,6 +401,7 @@ impl Room {
                 sent_at,
                 version: RECORD_VERSION,
             })?;
+        epoch.add_record(signed.bytes().len());
         let bytes = change.raw_bytes().to_vec();
         if let Some(files) = &mut self.files {
             files.append(number, &bytes)?;
@@ -573,12 +584,13 @@ impl Room {
                 self.clock
                     .observe(valid.record.record().sent_at, wall_clock_millis());
                 applied.push((valid.hash(), valid.record.id()));
+                let signed_len = valid.record.bytes().len();
                 if self
                     .records
                     .insert(valid.record.id(), valid.record)
                     .is_none()
                 {
-                    epoch.add_records(1);
+                    epoch.add_record(signed_len);
                 }
             }
         }
@@ -665,8 +677,9 @@ impl Room {
             }
             self.clock
                 .observe(record.record().sent_at, wall_clock_millis());
+            let signed_len = record.bytes().len();
             if self.records.insert(record.id(), record).is_none() {
-                self.epoch_mut(number).add_records(1);
+                self.epoch_mut(number).add_record(signed_len);
             }
         }
         Ok(())

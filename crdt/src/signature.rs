@@ -14,7 +14,7 @@
 use std::sync::OnceLock;
 
 use curve25519_dalek::constants::EIGHT_TORSION;
-use ed25519_zebra::{Signature, VerificationKey, batch};
+use ed25519_zebra::{Signature, VerificationKey, VerificationKeyBytes, batch};
 
 /// The encodings of the eight small-order points, canonical and with the sign bit flipped.
 fn small_order_encodings() -> &'static [[u8; 32]; 16] {
@@ -60,19 +60,25 @@ pub(crate) struct SignedMessage<'a> {
 }
 
 impl SignedMessage<'_> {
-    fn well_formed(&self) -> Option<(VerificationKey, Signature)> {
+    /// Rule 1, and the signature in zebra's form. The key stays compressed: a batch decompresses
+    /// each distinct key once, however many of its signatures it holds.
+    fn well_formed(&self) -> Option<(VerificationKeyBytes, Signature)> {
         let r: &[u8; 32] = self.signature[..32].try_into().ok()?;
         if !is_acceptable_point(self.key) || !is_acceptable_point(r) {
             return None;
         }
-        let key = VerificationKey::try_from(*self.key).ok()?;
-        Some((key, Signature::from_bytes(self.signature)))
+        Some((
+            VerificationKeyBytes::from(*self.key),
+            Signature::from_bytes(self.signature),
+        ))
     }
 
     /// Checks this signature alone.
     pub(crate) fn verify(&self) -> bool {
-        self.well_formed()
-            .is_some_and(|(key, signature)| key.verify(&signature, self.message).is_ok())
+        self.well_formed().is_some_and(|(key, signature)| {
+            VerificationKey::try_from(key)
+                .is_ok_and(|key| key.verify(&signature, self.message).is_ok())
+        })
     }
 }
 
@@ -84,7 +90,7 @@ pub(crate) fn verify_batch(items: &[SignedMessage<'_>]) -> Vec<bool> {
     for item in items {
         match item.well_formed() {
             Some((key, signature)) => {
-                verifier.queue((key.into(), signature, &item.message));
+                verifier.queue((key, signature, &item.message));
                 verdicts.push(true);
             }
             None => verdicts.push(false),

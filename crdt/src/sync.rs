@@ -2,10 +2,17 @@
 //! that every change it carries passes the same validation as a gossiped change.
 //!
 //! # Wire format
-//! One sync message is CBOR `{"p": [[epoch, automerge sync message bytes], …], "s": [[epoch,
+//! One sync message is a format byte ([`WIRE_FORMAT_DEFLATE`]) followed by the raw-deflate
+//! compression of the CBOR `{"p": [[epoch, automerge sync message bytes], …], "s": [[epoch,
 //! heads digest], …]}`. The summary `s` lists every epoch the sender holds with a SHA-256 of its
 //! sorted heads, so epochs already equal on both sides cost nothing; parts `p` carry Automerge
-//! sync messages for the epochs that differ.
+//! sync messages for the epochs that differ. Changes travel one by one (so each can be
+//! validated), which repeats the room id, author key and actor in every change: compression wins
+//! back most of that.
+//!
+//! A message carries parts until it reaches [`SYNC_MESSAGE_BUDGET`]; the epochs left out go in
+//! the next message. After receiving, call [`Room::generate_sync_message`] until it returns
+//! `None`, and send every message it gives.
 //!
 //! # Defences (see `CRDT-VALIDATION.md`)
 //! - Raw bytes never reach Automerge: each part is decoded (under `catch_unwind`), each change in
@@ -18,7 +25,12 @@
 //!   the peer.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use flate2::Compression;
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
 
 use automerge::ChangeHash;
 use automerge::sync::{self, SyncDoc};
@@ -29,9 +41,15 @@ use crate::record::RecordId;
 use crate::room::{Room, RoomError};
 use crate::validate::{Rejection, check_all, verify_all};
 
-/// Largest sync message accepted. An epoch holds at most a few thousand records of at most
-/// 32 KiB each as changes, so one epoch's full history fits with room to spare.
+/// Largest sync message accepted, once decompressed. One part holds a whole epoch's missing
+/// changes; local writers move to a new epoch at [`crate::room::EPOCH_MAX_BYTES`] of changes, so
+/// even a full epoch fits four times over.
 pub const MAX_SYNC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Parts are added to a message until its parts reach this size; the remaining epochs follow in
+/// the next message. Keeps messages (and the memory to build and check them) moderate.
+pub const SYNC_MESSAGE_BUDGET: usize = 16 * 1024 * 1024;
+/// The first byte of every sync message: the CBOR body is raw-deflate compressed.
+pub const WIRE_FORMAT_DEFLATE: u8 = 1;
 /// Most epochs one sync message may describe: bounds the work a hostile summary can cause.
 pub const MAX_SYNC_EPOCHS: usize = 65_536;
 
@@ -135,12 +153,18 @@ impl Room {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
+            let mut size = 0;
             for number in differing {
+                if size >= SYNC_MESSAGE_BUDGET {
+                    break;
+                }
                 let state = session.states.entry(number).or_default();
                 let epoch = self.epoch_mut(number);
                 if let Some(mut message) = epoch.doc().generate_sync_message(state) {
                     message.flags = None;
-                    parts.push((number, serde_bytes::ByteBuf::from(message.encode())));
+                    let encoded = message.encode();
+                    size += encoded.len();
+                    parts.push((number, serde_bytes::ByteBuf::from(encoded)));
                 }
             }
         }
@@ -156,11 +180,15 @@ impl Room {
                 .collect(),
         };
         session.last_sent_summary = Some(ours);
-        let mut out = Vec::new();
-        if let Err(e) = ciborium::into_writer(&wire, &mut out) {
+        let mut body = Vec::new();
+        if let Err(e) = ciborium::into_writer(&wire, &mut body) {
             unreachable!("encoding a sync message into memory failed: {e}");
         }
-        Some(out)
+        let mut encoder = DeflateEncoder::new(vec![WIRE_FORMAT_DEFLATE], Compression::fast());
+        match encoder.write_all(&body).and_then(|()| encoder.finish()) {
+            Ok(out) => Some(out),
+            Err(e) => unreachable!("compressing into memory failed: {e}"),
+        }
     }
 
     /// Takes a sync message from the peer of `session`: validates every change it carries, then
@@ -173,8 +201,20 @@ impl Room {
         if bytes.len() > MAX_SYNC_MESSAGE_BYTES {
             return Err(SyncError::TooLarge(bytes.len()));
         }
+        let Some((&WIRE_FORMAT_DEFLATE, compressed)) = bytes.split_first() else {
+            return Err(SyncError::Malformed("unknown sync message format".into()));
+        };
+        // Inflate with a hard limit: a small message must not become a memory bomb.
+        let mut body = Vec::new();
+        DeflateDecoder::new(compressed)
+            .take(MAX_SYNC_MESSAGE_BYTES as u64 + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| SyncError::Malformed(e.to_string()))?;
+        if body.len() > MAX_SYNC_MESSAGE_BYTES {
+            return Err(SyncError::TooLarge(body.len()));
+        }
         let wire: WireMessage =
-            ciborium::from_reader(bytes).map_err(|e| SyncError::Malformed(e.to_string()))?;
+            ciborium::from_reader(&body[..]).map_err(|e| SyncError::Malformed(e.to_string()))?;
         if wire.summary.len() > MAX_SYNC_EPOCHS || wire.parts.len() > MAX_SYNC_EPOCHS {
             return Err(SyncError::Malformed("too many epochs".into()));
         }
@@ -300,6 +340,22 @@ mod tests {
     }
 
     #[test]
+    fn a_small_message_that_inflates_past_the_limit_is_refused() {
+        let mut encoder = DeflateEncoder::new(vec![WIRE_FORMAT_DEFLATE], Compression::best());
+        let zeros = vec![0u8; 1024 * 1024];
+        for _ in 0..=MAX_SYNC_MESSAGE_BYTES / zeros.len() {
+            encoder.write_all(&zeros).unwrap();
+        }
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 1024 * 1024, "{} bytes", bomb.len());
+        let mut room = Room::in_memory(lobby(), Identity::generate());
+        let error = room
+            .receive_sync_message(&mut SyncSession::new(), &bomb)
+            .unwrap_err();
+        assert!(matches!(error, SyncError::TooLarge(_)), "{error}");
+    }
+
+    #[test]
     fn flags_are_stripped_so_no_whole_document_is_ever_sent() {
         let mut full = Room::in_memory(lobby(), Identity::generate());
         for i in 0..100 {
@@ -314,7 +370,9 @@ mod tests {
             }
             let to_empty = full.generate_sync_message(&mut a);
             if let Some(m) = &to_empty {
-                let wire: WireMessage = ciborium::from_reader(&m[..]).unwrap();
+                let mut body = Vec::new();
+                DeflateDecoder::new(&m[1..]).read_to_end(&mut body).unwrap();
+                let wire: WireMessage = ciborium::from_reader(&body[..]).unwrap();
                 for (_, part) in &wire.parts {
                     let message = sync::Message::decode(part).unwrap();
                     assert!(message.flags.is_none());

@@ -2,13 +2,17 @@
 //! hostile or damaged sync messages.
 #![allow(clippy::unwrap_used)]
 
+use std::io::Read;
 use std::time::Instant;
+
+use flate2::Compression;
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
 
 use automerge::sync::{BloomFilter, ChunkList, Message};
 use automerge::{Change, ChangeHash};
-use grapevine_crdt::{
-    Identity, Room, RoomError, RoomId, SyncError, SyncSession, sync::SyncProgress,
-};
+use grapevine_crdt::sync::{SyncProgress, WIRE_FORMAT_DEFLATE};
+use grapevine_crdt::{Identity, Room, RoomError, RoomId, SyncError, SyncSession};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -21,8 +25,9 @@ use serde_bytes::{ByteArray, ByteBuf};
 /// Upper bound on the rounds of any sync exchange in these tests.
 const MAX_ROUNDS: usize = 50;
 
-/// A mirror of the crate's sync wire format (`{"p": [[epoch, part]…], "s": [[epoch, digest]…]}`),
-/// so tests can look inside real messages and build damaged ones.
+/// A mirror of the crate's sync wire format (a format byte, then the raw-deflate compression of
+/// `{"p": [[epoch, part]…], "s": [[epoch, digest]…]}`), so tests can look inside real messages
+/// and build damaged ones.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Wire {
     p: Vec<(u32, ByteBuf)>,
@@ -30,13 +35,18 @@ struct Wire {
 }
 
 fn decode_wire(bytes: &[u8]) -> Wire {
-    ciborium::from_reader(bytes).unwrap()
+    assert_eq!(bytes[0], WIRE_FORMAT_DEFLATE);
+    let mut body = Vec::new();
+    DeflateDecoder::new(&bytes[1..])
+        .read_to_end(&mut body)
+        .unwrap();
+    ciborium::from_reader(&body[..]).unwrap()
 }
 
 fn encode_wire(wire: &Wire) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::into_writer(wire, &mut out).unwrap();
-    out
+    let mut encoder = DeflateEncoder::new(vec![WIRE_FORMAT_DEFLATE], Compression::fast());
+    ciborium::into_writer(wire, &mut encoder).unwrap();
+    encoder.finish().unwrap()
 }
 
 /// Number of Automerge changes carried by a sync message.
@@ -484,38 +494,29 @@ fn bit_flips_in_a_real_sync_message_never_panic_and_rejections_leave_the_room_un
 #[test]
 fn bit_flips_inside_carried_changes_are_always_rejected() {
     let mut fixture = Fixture::new();
-    let message = fixture.message.clone();
-    let wire = decode_wire(&message);
-    let changes: Vec<Vec<u8>> = wire
-        .p
-        .iter()
-        .flat_map(|(_, part)| {
-            Message::decode(part)
-                .unwrap()
-                .changes
-                .iter()
-                .map(<[u8]>::to_vec)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let wire = decode_wire(&fixture.message);
     let mut receiver = fixture.receiver();
     let mut session = SyncSession::new();
     let mut flips = 0;
-    for change in &changes {
-        let start = message
-            .windows(change.len())
-            .position(|w| w == &change[..])
-            .unwrap();
-        for offset in 0..change.len() {
-            let mut damaged = message.clone();
-            damaged[start + offset] ^= 1 << (offset % 8);
-            assert_rejected(
-                &mut receiver,
-                &mut session,
-                &damaged,
-                &format!("flip at byte {offset} of a carried change"),
-            );
-            flips += 1;
+    for (part_index, (_, part)) in wire.p.iter().enumerate() {
+        let message = Message::decode(part).unwrap();
+        let chunks: Vec<Vec<u8>> = message.changes.iter().map(<[u8]>::to_vec).collect();
+        for (chunk_index, chunk) in chunks.iter().enumerate() {
+            for offset in 0..chunk.len() {
+                let mut damaged_chunks = chunks.clone();
+                damaged_chunks[chunk_index][offset] ^= 1 << (offset % 8);
+                let mut damaged_message = message.clone();
+                damaged_message.changes = ChunkList::from(damaged_chunks);
+                let mut damaged_wire = wire.clone();
+                damaged_wire.p[part_index].1 = ByteBuf::from(damaged_message.encode());
+                assert_rejected(
+                    &mut receiver,
+                    &mut session,
+                    &encode_wire(&damaged_wire),
+                    &format!("flip at byte {offset} of carried change {chunk_index}"),
+                );
+                flips += 1;
+            }
         }
     }
     assert!(flips > 0);
