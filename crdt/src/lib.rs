@@ -26,7 +26,7 @@ pub mod view;
 
 pub use clock::{Hlc, HlcClock};
 pub use identity::{Identity, IdentityError, PublicKey};
-pub use record::{Body, Record, RecordError, RecordId, RoomId, SignedRecord};
+pub use record::{Body, IndexedRecord, Record, RecordError, RecordId, RoomId, SignedRecord};
 pub use room::{ApplyReport, Received, Room, RoomError, Written};
 pub use store::Store;
 pub use sync::{SyncError, SyncSession};

@@ -11,7 +11,8 @@ use crate::clock::{HlcClock, wall_clock_millis};
 use crate::epoch::{EpochDoc, EpochError};
 use crate::identity::{Identity, PublicKey, random_bytes};
 use crate::record::{
-    ACTOR_SUFFIX_LEN, Body, RECORD_VERSION, Record, RecordError, RecordId, RoomId, SignedRecord,
+    ACTOR_SUFFIX_LEN, Body, IndexedRecord, RECORD_VERSION, Record, RecordError, RecordId, RoomId,
+    SignedRecord,
 };
 use crate::store::{LoadProblem, RoomFiles, Store, StoreError};
 use crate::validate::{Rejection, Unverified, ValidChange, check_all, verify_all};
@@ -169,7 +170,7 @@ pub struct Room {
     identity: Identity,
     actor_suffix: [u8; ACTOR_SUFFIX_LEN],
     epochs: BTreeMap<u32, EpochDoc>,
-    records: HashMap<RecordId, SignedRecord>,
+    records: HashMap<RecordId, IndexedRecord>,
     waiting: WaitingChanges,
     received: Vec<Vec<u8>>,
     received_report: ApplyReport,
@@ -236,7 +237,7 @@ impl Room {
                 epoch.add_record(bytes.len());
                 room.clock
                     .observe(signed.record().sent_at, wall_clock_millis());
-                room.records.insert(signed.id(), signed);
+                room.records.insert(signed.id(), signed.into());
             }
             room.epochs.insert(number, epoch);
         }
@@ -265,12 +266,12 @@ impl Room {
     }
 
     /// A record by id.
-    pub fn record(&self, id: &RecordId) -> Option<&SignedRecord> {
+    pub fn record(&self, id: &RecordId) -> Option<&IndexedRecord> {
         self.records.get(id)
     }
 
     /// Every record, in no particular order.
-    pub fn records(&self) -> impl Iterator<Item = &SignedRecord> {
+    pub fn records(&self) -> impl Iterator<Item = &IndexedRecord> {
         self.records.values()
     }
 
@@ -352,19 +353,19 @@ impl Room {
         })
     }
 
-    fn check_message(&self, target: RecordId) -> Result<&SignedRecord, RoomError> {
+    fn check_message(&self, target: RecordId) -> Result<&IndexedRecord, RoomError> {
         let record = self
             .records
             .get(&target)
             .ok_or(RoomError::UnknownRecord(target))?;
-        match record.record().body {
+        match record.body {
             Body::Message { .. } => Ok(record),
             _ => Err(RoomError::NotAMessage(target)),
         }
     }
 
     fn check_own_message(&self, target: RecordId) -> Result<(), RoomError> {
-        if self.check_message(target)?.record().author == self.identity.public_key() {
+        if self.check_message(target)?.author == self.identity.public_key() {
             Ok(())
         } else {
             Err(RoomError::NotYourMessage(target))
@@ -406,7 +407,7 @@ impl Room {
         if let Some(files) = &mut self.files {
             files.append(number, &bytes)?;
         }
-        self.records.insert(signed.id(), signed.clone());
+        self.records.insert(signed.id(), signed.clone().into());
         Ok(Written {
             id: signed.id(),
             change: bytes,
@@ -587,7 +588,7 @@ impl Room {
                 let signed_len = valid.record.bytes().len();
                 if self
                     .records
-                    .insert(valid.record.id(), valid.record)
+                    .insert(valid.record.id(), valid.record.into())
                     .is_none()
                 {
                     epoch.add_record(signed_len);
@@ -678,7 +679,7 @@ impl Room {
             self.clock
                 .observe(record.record().sent_at, wall_clock_millis());
             let signed_len = record.bytes().len();
-            if self.records.insert(record.id(), record).is_none() {
+            if self.records.insert(record.id(), record.into()).is_none() {
                 self.epoch_mut(number).add_record(signed_len);
             }
         }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::clock::Hlc;
 use crate::identity::PublicKey;
-use crate::record::{Body, RecordId, SignedRecord};
+use crate::record::{Body, IndexedRecord, RecordId};
 
 /// A room as people see it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -44,20 +44,19 @@ impl RoomView {
 
     /// Applies the rules to a set of records (order does not matter; the latest by
     /// `(sent_at, id)` wins wherever two records compete).
-    pub(crate) fn build<'a>(records: impl IntoIterator<Item = &'a SignedRecord>) -> Self {
-        let mut records: Vec<&SignedRecord> = records.into_iter().collect();
-        records.sort_by_key(|r| (r.record().sent_at, r.id()));
+    pub(crate) fn build<'a>(records: impl IntoIterator<Item = &'a IndexedRecord>) -> Self {
+        let mut records: Vec<&IndexedRecord> = records.into_iter().collect();
+        records.sort_by_key(|r| (r.sent_at, r.id));
 
         let mut messages: Vec<MessageView> = Vec::new();
         let mut position: HashMap<RecordId, usize> = HashMap::new();
         let mut nicknames = BTreeMap::new();
         let mut reactions: BTreeMap<(RecordId, String, PublicKey), bool> = BTreeMap::new();
-        for signed in &records {
-            let record = signed.record();
+        for record in &records {
             if let Body::Message { text } = &record.body {
-                position.insert(signed.id(), messages.len());
+                position.insert(record.id, messages.len());
                 messages.push(MessageView {
-                    id: signed.id(),
+                    id: record.id,
                     author: record.author,
                     sent_at: record.sent_at,
                     text: text.clone(),
@@ -68,8 +67,7 @@ impl RoomView {
             }
         }
         // Sorted ascending, so later records overwrite earlier ones: latest wins.
-        for signed in &records {
-            let record = signed.record();
+        for record in &records {
             let target = record.body.target().and_then(|t| position.get(&t).copied());
             match (&record.body, target) {
                 (Body::Profile { nickname }, _) => {
@@ -93,8 +91,7 @@ impl RoomView {
             }
         }
         // Deletes win over edits whatever their timestamps.
-        for signed in &records {
-            let record = signed.record();
+        for record in &records {
             let Body::Delete { target } = &record.body else {
                 continue;
             };

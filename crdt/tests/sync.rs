@@ -147,9 +147,9 @@ fn assert_converged(a: &Room, b: &Room) {
     assert_eq!(a.len(), b.len(), "record counts differ");
     for record in a.records() {
         assert!(
-            b.record(&record.id()).is_some(),
+            b.record(&record.id).is_some(),
             "{:?} missing",
-            record.id()
+            record.id
         );
     }
     assert_eq!(a.view(), b.view(), "views differ");
