@@ -15,8 +15,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use grapevine_crdt::Store;
 
 fn bench(c: &mut Criterion) {
-    let room = common::memory_room(256);
-    let changes = room.changes_since(&Default::default());
+    let mut room = common::memory_room(256);
+    let changes = room.changes_since(&Default::default()).unwrap();
     let average = changes.iter().map(Vec::len).sum::<usize>() / changes.len();
     eprintln!("store_append: change chunks of {average} bytes on average");
 

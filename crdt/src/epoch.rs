@@ -48,6 +48,25 @@ pub enum EpochError {
     /// The snapshot does not hold this epoch's genesis.
     #[error("epoch {0}: snapshot does not belong to this room and epoch")]
     WrongGenesis(u32),
+    /// The stored snapshot lacks changes the epoch held when it was dropped from memory.
+    #[error("epoch {0}: stored snapshot is behind the epoch it should hold")]
+    SnapshotBehind(u32),
+}
+
+/// What the room keeps of an epoch whose document it dropped from memory: enough to describe it
+/// in sync summaries and to decide where new records go, until the document is needed again.
+#[derive(Debug, Clone)]
+pub(crate) struct RestingEpoch {
+    heads: Vec<ChangeHash>,
+    record_count: usize,
+    record_bytes_total: usize,
+}
+
+impl RestingEpoch {
+    /// The document's heads when it was put to rest, sorted.
+    pub(crate) fn heads(&self) -> &[ChangeHash] {
+        &self.heads
+    }
 }
 
 /// One epoch's Automerge document and what the room needs to know about it without scanning it.
@@ -98,6 +117,36 @@ impl EpochDoc {
             return Err(EpochError::WrongGenesis(number));
         }
         Ok(Self { doc, ..fresh })
+    }
+
+    /// Drops the document from memory, keeping what [`RestingEpoch`] holds. Only for a document
+    /// whose every change is in its stored snapshot.
+    pub(crate) fn rest(self) -> RestingEpoch {
+        RestingEpoch {
+            heads: self.heads(),
+            record_count: self.record_count,
+            record_bytes_total: self.record_bytes_total,
+        }
+    }
+
+    /// Brings a resting epoch back from its stored snapshot (`None`: the epoch had only its
+    /// genesis).
+    pub(crate) fn wake(
+        room: &RoomId,
+        number: u32,
+        snapshot: Option<&[u8]>,
+        resting: &RestingEpoch,
+    ) -> Result<Self, EpochError> {
+        let mut epoch = match snapshot {
+            Some(snapshot) => Self::load(room, number, snapshot)?,
+            None => Self::new(room, number),
+        };
+        if epoch.heads() != resting.heads {
+            return Err(EpochError::SnapshotBehind(number));
+        }
+        epoch.record_count = resting.record_count;
+        epoch.record_bytes_total = resting.record_bytes_total;
+        Ok(epoch)
     }
 
     /// Records the room has indexed from this document.

@@ -1,14 +1,14 @@
 //! A room: its epoch documents, an index of its records, the changes waiting for dependencies, and
 //! (optionally) its files in the store. Everything a node does to a room goes through here.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use std::panic::catch_unwind;
 
 use automerge::{AutomergeError, Change, ChangeHash};
 
 use crate::clock::{HlcClock, wall_clock_millis};
-use crate::epoch::{EpochDoc, EpochError};
+use crate::epoch::{EpochDoc, EpochError, RestingEpoch};
 use crate::identity::{Identity, PublicKey, random_bytes};
 use crate::record::{
     ACTOR_SUFFIX_LEN, Body, IndexedRecord, RECORD_VERSION, Record, RecordError, RecordId, RoomId,
@@ -170,6 +170,8 @@ pub struct Room {
     identity: Identity,
     actor_suffix: [u8; ACTOR_SUFFIX_LEN],
     epochs: BTreeMap<u32, EpochDoc>,
+    resting: BTreeMap<u32, RestingEpoch>,
+    touched: BTreeSet<u32>,
     records: HashMap<RecordId, IndexedRecord>,
     waiting: WaitingChanges,
     received: Vec<Vec<u8>>,
@@ -183,7 +185,8 @@ impl std::fmt::Debug for Room {
         f.debug_struct("Room")
             .field("id", &self.id)
             .field("records", &self.records.len())
-            .field("epochs", &self.epochs.len())
+            .field("loaded_epochs", &self.epochs.len())
+            .field("resting_epochs", &self.resting.len())
             .finish_non_exhaustive()
     }
 }
@@ -196,6 +199,8 @@ impl Room {
             identity,
             actor_suffix: random_bytes(),
             epochs: BTreeMap::new(),
+            resting: BTreeMap::new(),
+            touched: BTreeSet::new(),
             records: HashMap::new(),
             waiting: WaitingChanges::default(),
             received: Vec::new(),
@@ -206,7 +211,10 @@ impl Room {
     }
 
     /// Opens the room's files in `store` (creating them for a new room) and rebuilds it. Damaged
-    /// log tails are set aside by the store and returned, so the caller can report them.
+    /// log tails are set aside by the store and returned, so the caller can report them. Every
+    /// epoch is read to index its records, then every compacted epoch but the newest is dropped
+    /// from memory again: only the newest takes new records, and the others are brought back
+    /// from their snapshots when sync or a late record needs them.
     pub fn open(
         store: &Store,
         id: RoomId,
@@ -214,6 +222,7 @@ impl Room {
     ) -> Result<(Self, Vec<LoadProblem>), RoomError> {
         let (files, loaded) = store.open_room(&id.to_string())?;
         let mut room = Self::in_memory(id, identity);
+        let newest = loaded.epochs.keys().next_back().copied();
         for (number, stored) in loaded.epochs {
             let mut epoch = match &stored.snapshot {
                 Some(snapshot) => EpochDoc::load(&id, number, snapshot)?,
@@ -239,7 +248,11 @@ impl Room {
                     .observe(signed.record().sent_at, wall_clock_millis());
                 room.records.insert(signed.id(), signed.into());
             }
-            room.epochs.insert(number, epoch);
+            if Some(number) != newest && files.log_frames(number) == 0 {
+                room.resting.insert(number, epoch.rest());
+            } else {
+                room.epochs.insert(number, epoch);
+            }
         }
         room.files = Some(files);
         Ok((room, loaded.problems))
@@ -265,6 +278,11 @@ impl Room {
         self.records.is_empty()
     }
 
+    /// Epoch documents held in memory (the others rest in the store until needed).
+    pub fn epochs_in_memory(&self) -> usize {
+        self.epochs.len()
+    }
+
     /// A record by id.
     pub fn record(&self, id: &RecordId) -> Option<&IndexedRecord> {
         self.records.get(id)
@@ -285,12 +303,56 @@ impl Room {
         self.epochs
             .iter()
             .map(|(n, epoch)| (*n, epoch.heads()))
+            .chain(
+                self.resting
+                    .iter()
+                    .map(|(n, resting)| (*n, resting.heads().to_vec())),
+            )
             .collect()
+    }
+
+    /// The newest epoch this device holds, in memory or resting.
+    fn newest_epoch(&self) -> Option<u32> {
+        let loaded = self.epochs.keys().next_back();
+        let resting = self.resting.keys().next_back();
+        loaded.max(resting).copied()
+    }
+
+    /// Brings epoch `number` back into memory if it is resting, and marks it as in use so the
+    /// next [`Room::flush`] keeps it.
+    pub(crate) fn wake(&mut self, number: u32) -> Result<(), RoomError> {
+        self.touched.insert(number);
+        let Some(resting) = self.resting.remove(&number) else {
+            return Ok(());
+        };
+        let snapshot = match &self.files {
+            Some(files) => files.read_snapshot(number),
+            None => Ok(None),
+        };
+        let woken = snapshot
+            .map_err(RoomError::from)
+            .and_then(|s| Ok(EpochDoc::wake(&self.id, number, s.as_deref(), &resting)?));
+        match woken {
+            Ok(epoch) => {
+                self.epochs.insert(number, epoch);
+                Ok(())
+            }
+            Err(e) => {
+                self.resting.insert(number, resting);
+                Err(e)
+            }
+        }
     }
 
     /// Every change (as bytes to send) not covered by `heads`, epoch by epoch; epochs absent from
     /// `heads` are sent whole. Genesis changes are never sent: every peer builds its own.
-    pub fn changes_since(&self, heads: &BTreeMap<u32, Vec<ChangeHash>>) -> Vec<Vec<u8>> {
+    pub fn changes_since(
+        &mut self,
+        heads: &BTreeMap<u32, Vec<ChangeHash>>,
+    ) -> Result<Vec<Vec<u8>>, RoomError> {
+        for number in self.resting.keys().copied().collect::<Vec<_>>() {
+            self.wake(number)?;
+        }
         let mut out = Vec::new();
         for (n, epoch) in &self.epochs {
             let known: Vec<ChangeHash> = heads
@@ -308,7 +370,7 @@ impl Room {
                     .map(|c| c.raw_bytes().to_vec()),
             );
         }
-        out
+        Ok(out)
     }
 
     /// Posts a chat message.
@@ -375,16 +437,20 @@ impl Room {
     /// Writes a record of ours into the newest epoch (or a new one when it is full) and appends
     /// its change to the log. It is durable after the next [`Room::flush`].
     fn write(&mut self, body: Body) -> Result<Written, RoomError> {
-        let number = match self.epochs.last_key_value() {
+        let number = match self.newest_epoch() {
             None => 0,
-            Some((&n, epoch))
+            Some(n) => {
+                let epoch = self.epoch_mut(n)?;
                 if epoch.record_count() >= EPOCH_CAPACITY
-                    || epoch.record_bytes_total() >= EPOCH_MAX_BYTES =>
-            {
-                n + 1
+                    || epoch.record_bytes_total() >= EPOCH_MAX_BYTES
+                {
+                    n + 1
+                } else {
+                    n
+                }
             }
-            Some((&n, _)) => n,
         };
+        self.touched.insert(number);
         let room = self.id;
         let author = self.identity.public_key();
         let sent_at = self.clock.now();
@@ -477,6 +543,7 @@ impl Room {
                 }
             };
             let hash = unverified.hash();
+            self.wake(unverified.epoch())?;
             let known = self
                 .epochs
                 .get(&unverified.epoch())
@@ -496,7 +563,7 @@ impl Room {
         for (position, result) in positions.into_iter().zip(verify_all(unverified)) {
             match result {
                 Ok(valid) => {
-                    self.epoch_mut(valid.epoch());
+                    self.epoch_mut(valid.epoch())?;
                     candidates.push(valid);
                 }
                 Err(rejection) => {
@@ -506,6 +573,13 @@ impl Room {
             }
         }
         candidates.extend(self.waiting.take_all());
+        for number in candidates
+            .iter()
+            .map(ValidChange::epoch)
+            .collect::<BTreeSet<_>>()
+        {
+            self.wake(number)?;
+        }
         let (ready, still_waiting) = self.order_ready(candidates);
         let applied = self.apply_ready(ready)?;
         report.dropped += self.waiting.hold(still_waiting);
@@ -566,6 +640,7 @@ impl Room {
         }
         let mut applied = Vec::new();
         for (number, changes) in by_epoch {
+            self.wake(number)?;
             let room = self.id;
             let epoch = self
                 .epochs
@@ -610,6 +685,40 @@ impl Room {
                 files.compact(*number, &epoch.save())?;
             }
         }
+        self.rest_idle_epochs()
+    }
+
+    /// Drops from memory every epoch but the newest that nothing used since the last flush,
+    /// compacting it first so its snapshot holds all of it. Memory then grows with the newest
+    /// epoch and the record index, not with the whole history.
+    fn rest_idle_epochs(&mut self) -> Result<(), RoomError> {
+        let Some(files) = &mut self.files else {
+            return Ok(());
+        };
+        let newest = self
+            .epochs
+            .keys()
+            .next_back()
+            .max(self.resting.keys().next_back())
+            .copied();
+        let idle: Vec<u32> = self
+            .epochs
+            .keys()
+            .filter(|n| Some(**n) != newest && !self.touched.contains(n))
+            .copied()
+            .collect();
+        for number in idle {
+            if let Some(epoch) = self.epochs.remove(&number) {
+                if files.log_frames(number) > 0
+                    && let Err(e) = files.compact(number, &epoch.save())
+                {
+                    self.epochs.insert(number, epoch);
+                    return Err(e.into());
+                }
+                self.resting.insert(number, epoch.rest());
+            }
+        }
+        self.touched.clear();
         Ok(())
     }
 
@@ -627,17 +736,15 @@ impl Room {
         Ok(())
     }
 
-    /// The epoch documents, for sync.
-    pub(crate) fn epochs(&self) -> &BTreeMap<u32, EpochDoc> {
-        &self.epochs
-    }
-
-    /// The epoch document `number`, created (genesis only) if this device has none yet.
-    pub(crate) fn epoch_mut(&mut self, number: u32) -> &mut EpochDoc {
+    /// The epoch document `number`, woken if resting, created (genesis only) if this device has
+    /// none yet.
+    pub(crate) fn epoch_mut(&mut self, number: u32) -> Result<&mut EpochDoc, RoomError> {
+        self.wake(number)?;
         let room = self.id;
-        self.epochs
+        Ok(self
+            .epochs
             .entry(number)
-            .or_insert_with(|| EpochDoc::new(&room, number))
+            .or_insert_with(|| EpochDoc::new(&room, number)))
     }
 
     /// Keeps valid changes that arrived by sync before their dependencies.
@@ -680,7 +787,7 @@ impl Room {
                 .observe(record.record().sent_at, wall_clock_millis());
             let signed_len = record.bytes().len();
             if self.records.insert(record.id(), record.into()).is_none() {
-                self.epoch_mut(number).add_record(signed_len);
+                self.epoch_mut(number)?.add_record(signed_len);
             }
         }
         Ok(())

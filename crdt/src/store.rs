@@ -463,6 +463,18 @@ impl RoomFiles {
         Ok(())
     }
 
+    /// Reads `epoch`'s snapshot back (checked as at load), or `None` if the
+    /// epoch has none. Lets a caller drop a compacted epoch from memory and
+    /// bring it back when it is needed again.
+    pub fn read_snapshot(&self, epoch: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = snapshot_path(&self.dir, epoch);
+        match fs::metadata(&path) {
+            Ok(_) => load_snapshot(&path).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
     /// Frames in `epoch`'s log since its last compaction (including unsynced
     /// ones), so callers can decide when to compact.
     pub fn log_frames(&self, epoch: u32) -> usize {

@@ -132,16 +132,20 @@ fn heads_digest(heads: &[ChangeHash]) -> [u8; 32] {
 }
 
 fn summary(room: &Room) -> BTreeMap<u32, [u8; 32]> {
-    room.epochs()
+    room.heads()
         .iter()
-        .map(|(n, epoch)| (*n, heads_digest(&epoch.heads())))
+        .map(|(n, heads)| (*n, heads_digest(heads)))
         .collect()
 }
 
 impl Room {
     /// The next message to send to the peer of `session`, or `None` when there is nothing to say
-    /// (the exchange is over once both sides return `None`).
-    pub fn generate_sync_message(&mut self, session: &mut SyncSession) -> Option<Vec<u8>> {
+    /// (the exchange is over once both sides return `None`). Fails only when an epoch cannot be
+    /// read back from this device's store.
+    pub fn generate_sync_message(
+        &mut self,
+        session: &mut SyncSession,
+    ) -> Result<Option<Vec<u8>>, RoomError> {
         let ours = summary(self);
         let mut parts = Vec::new();
         if let Some(theirs) = session.their_summary.clone() {
@@ -159,7 +163,7 @@ impl Room {
                     break;
                 }
                 let state = session.states.entry(number).or_default();
-                let epoch = self.epoch_mut(number);
+                let epoch = self.epoch_mut(number)?;
                 if let Some(mut message) = epoch.doc().generate_sync_message(state) {
                     message.flags = None;
                     let encoded = message.encode();
@@ -170,7 +174,7 @@ impl Room {
         }
         let ours = summary(self);
         if parts.is_empty() && session.last_sent_summary.as_ref() == Some(&ours) {
-            return None;
+            return Ok(None);
         }
         let wire = WireMessage {
             parts,
@@ -186,7 +190,7 @@ impl Room {
         }
         let mut encoder = DeflateEncoder::new(vec![WIRE_FORMAT_DEFLATE], Compression::fast());
         match encoder.write_all(&body).and_then(|()| encoder.finish()) {
-            Ok(out) => Some(out),
+            Ok(out) => Ok(Some(out)),
             Err(e) => unreachable!("compressing into memory failed: {e}"),
         }
     }
@@ -224,6 +228,7 @@ impl Room {
                 .map_err(|_| SyncError::Malformed("Automerge panicked decoding a part".into()))?
                 .map_err(|e| SyncError::Malformed(e.to_string()))?;
             message.flags = None;
+            self.wake(*number)?;
             let chunks: Vec<&[u8]> = message.changes.iter().collect();
             let mut unverified = Vec::new();
             for checked in check_all(&self.id(), &chunks) {
@@ -260,7 +265,7 @@ impl Room {
                 .map(|v| v.change.raw_bytes().to_vec())
                 .collect::<Vec<_>>()
                 .into();
-            let epoch = self.epoch_mut(number);
+            let epoch = self.epoch_mut(number)?;
             let state = session.states.entry(number).or_default();
             let doc = epoch.doc_mut();
             catch_unwind(AssertUnwindSafe(|| {
@@ -309,7 +314,7 @@ mod tests {
         honest.post("hi").unwrap();
         hostile.post("hello").unwrap();
         // The hostile replica holds a change no validator accepts: a new object under the root.
-        let doc = hostile.epoch_mut(0).doc_mut();
+        let doc = hostile.epoch_mut(0).unwrap().doc_mut();
         doc.set_actor(ActorId::from(&[9u8; 16][..]));
         let mut tx = doc.transaction();
         tx.put_object(ROOT, "junk", ObjType::List).unwrap();
@@ -319,10 +324,10 @@ mod tests {
         let heads_before = honest.heads();
         let mut error = None;
         for _ in 0..10 {
-            if let Some(message) = honest.generate_sync_message(&mut ours) {
+            if let Some(message) = honest.generate_sync_message(&mut ours).unwrap() {
                 hostile.receive_sync_message(&mut theirs, &message).unwrap();
             }
-            let Some(message) = hostile.generate_sync_message(&mut theirs) else {
+            let Some(message) = hostile.generate_sync_message(&mut theirs).unwrap() else {
                 break;
             };
             if let Err(e) = honest.receive_sync_message(&mut ours, &message) {
@@ -364,11 +369,11 @@ mod tests {
         let mut empty = Room::in_memory(lobby(), Identity::generate());
         let (mut a, mut b) = (SyncSession::new(), SyncSession::new());
         for _ in 0..10 {
-            let to_full = empty.generate_sync_message(&mut b);
+            let to_full = empty.generate_sync_message(&mut b).unwrap();
             if let Some(m) = &to_full {
                 full.receive_sync_message(&mut a, m).unwrap();
             }
-            let to_empty = full.generate_sync_message(&mut a);
+            let to_empty = full.generate_sync_message(&mut a).unwrap();
             if let Some(m) = &to_empty {
                 let mut body = Vec::new();
                 DeflateDecoder::new(&m[1..]).read_to_end(&mut body).unwrap();

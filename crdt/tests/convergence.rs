@@ -38,7 +38,7 @@ fn sync_pair(a: &mut Room, b: &mut Room) -> usize {
     let (mut sa, mut sb) = (SyncSession::new(), SyncSession::new());
     let mut arrived = 0;
     for _ in 0..MAX_ROUNDS {
-        let from_a = a.generate_sync_message(&mut sa);
+        let from_a = a.generate_sync_message(&mut sa).unwrap();
         if let Some(m) = &from_a {
             arrived += b
                 .receive_sync_message(&mut sb, m)
@@ -46,7 +46,7 @@ fn sync_pair(a: &mut Room, b: &mut Room) -> usize {
                 .new_records
                 .len();
         }
-        let from_b = b.generate_sync_message(&mut sb);
+        let from_b = b.generate_sync_message(&mut sb).unwrap();
         if let Some(m) = &from_b {
             arrived += a
                 .receive_sync_message(&mut sa, m)
@@ -395,11 +395,11 @@ fn a_waiting_change_that_sync_delivers_is_reported_new_only_once() {
     let mut reported = Vec::new();
     let mut finished = false;
     for _ in 0..MAX_ROUNDS {
-        let from_reader = reader.generate_sync_message(&mut sr);
+        let from_reader = reader.generate_sync_message(&mut sr).unwrap();
         if let Some(m) = &from_reader {
             author.receive_sync_message(&mut sa, m).unwrap();
         }
-        let from_author = author.generate_sync_message(&mut sa);
+        let from_author = author.generate_sync_message(&mut sa).unwrap();
         if let Some(m) = &from_author {
             reported.extend(reader.receive_sync_message(&mut sr, m).unwrap().new_records);
         }

@@ -3,7 +3,8 @@
 
 use std::fs;
 
-use grapevine_crdt::{Identity, Room, RoomId, Store};
+use grapevine_crdt::room::EPOCH_CAPACITY;
+use grapevine_crdt::{Identity, Room, RoomId, Store, SyncSession};
 
 fn lobby() -> RoomId {
     RoomId::for_public_name("lobby").unwrap()
@@ -119,4 +120,67 @@ fn unflushed_writes_are_not_reported_as_stored() {
     let (reopened, _) = Room::open(&store, lobby(), identity).unwrap();
     assert_eq!(reopened.len(), 1);
     assert_eq!(reopened.view().messages[0].text, "durable");
+}
+
+/// Runs sync between two rooms until both are quiet (bounded).
+fn sync(a: &mut Room, b: &mut Room) {
+    let (mut sa, mut sb) = (SyncSession::new(), SyncSession::new());
+    for _ in 0..20 {
+        let from_a = a.generate_sync_message(&mut sa).unwrap();
+        if let Some(m) = &from_a {
+            b.receive_sync_message(&mut sb, m).unwrap();
+        }
+        let from_b = b.generate_sync_message(&mut sb).unwrap();
+        if let Some(m) = &from_b {
+            a.receive_sync_message(&mut sa, m).unwrap();
+        }
+        if from_a.is_none() && from_b.is_none() {
+            return;
+        }
+    }
+    panic!("sync did not finish within 20 rounds");
+}
+
+#[test]
+fn full_epochs_rest_on_disk_and_wake_for_late_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let identity = Identity::generate();
+    let (mut busy, _) = Room::open(&store, lobby(), identity.clone()).unwrap();
+    let mut offline = Room::in_memory(lobby(), Identity::generate());
+    let first = busy.post("first").unwrap();
+    offline.apply_remote(&[first.change]).unwrap();
+    // While offline, a member keeps writing into the first epoch...
+    for i in 0..10 {
+        offline.post(&format!("written offline {i}")).unwrap();
+    }
+    // ...while the busy member fills it and moves on to the next one.
+    for i in 0..EPOCH_CAPACITY {
+        busy.post(&format!("busy {i}")).unwrap();
+    }
+    busy.flush().unwrap();
+    busy.flush().unwrap();
+    assert_eq!(
+        busy.epochs_in_memory(),
+        1,
+        "the full epoch should rest on disk"
+    );
+
+    sync(&mut busy, &mut offline);
+    assert_eq!(busy.len(), 1 + EPOCH_CAPACITY + 10);
+    assert_eq!(busy.heads(), offline.heads());
+    assert_eq!(busy.view(), offline.view());
+    busy.flush().unwrap();
+    let view = busy.view();
+    drop(busy);
+
+    let (mut reopened, problems) = Room::open(&store, lobby(), identity).unwrap();
+    assert!(problems.is_empty());
+    // The woken epoch took records since its snapshot: it stays in memory until a flush
+    // compacts it.
+    assert_eq!(reopened.epochs_in_memory(), 2);
+    reopened.flush().unwrap();
+    assert_eq!(reopened.epochs_in_memory(), 1);
+    assert_eq!(reopened.view(), view);
+    assert_eq!(reopened.heads(), offline.heads());
 }

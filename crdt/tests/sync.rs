@@ -105,7 +105,7 @@ fn exchange(
     let mut cost = Exchange::default();
     for _ in 0..MAX_ROUNDS {
         let mut sent = false;
-        if let Some(message) = initiator.generate_sync_message(initiator_session) {
+        if let Some(message) = initiator.generate_sync_message(initiator_session).unwrap() {
             sent = true;
             cost.messages += 1;
             cost.bytes += message.len();
@@ -114,7 +114,7 @@ fn exchange(
                 .unwrap();
             cost.new_records += progress.new_records.len();
         }
-        if let Some(message) = responder.generate_sync_message(responder_session) {
+        if let Some(message) = responder.generate_sync_message(responder_session).unwrap() {
             sent = true;
             cost.messages += 1;
             cost.bytes += message.len();
@@ -146,11 +146,7 @@ fn assert_converged(a: &Room, b: &Room) {
     assert_eq!(a.heads(), b.heads(), "heads differ");
     assert_eq!(a.len(), b.len(), "record counts differ");
     for record in a.records() {
-        assert!(
-            b.record(&record.id).is_some(),
-            "{:?} missing",
-            record.id
-        );
+        assert!(b.record(&record.id).is_some(), "{:?} missing", record.id);
     }
     assert_eq!(a.view(), b.view(), "views differ");
 }
@@ -160,11 +156,12 @@ fn assert_converged(a: &Room, b: &Room) {
 fn first_message_with_changes(sender: &mut Room, receiver: &mut Room) -> Vec<u8> {
     let (mut ss, mut rs) = (SyncSession::new(), SyncSession::new());
     for _ in 0..MAX_ROUNDS {
-        if let Some(message) = receiver.generate_sync_message(&mut rs) {
+        if let Some(message) = receiver.generate_sync_message(&mut rs).unwrap() {
             sender.receive_sync_message(&mut ss, &message).unwrap();
         }
         let message = sender
             .generate_sync_message(&mut ss)
+            .unwrap()
             .expect("sender went quiet before sending its changes");
         if changes_carried(&message) > 0 {
             return message;
@@ -369,21 +366,21 @@ fn sync_after_convergence_is_quiet() {
     assert!(sa.is_in_sync(&alice) && sb.is_in_sync(&bob));
 
     // The same sessions have nothing more to say.
-    assert_eq!(alice.generate_sync_message(&mut sa), None);
-    assert_eq!(bob.generate_sync_message(&mut sb), None);
+    assert_eq!(alice.generate_sync_message(&mut sa).unwrap(), None);
+    assert_eq!(bob.generate_sync_message(&mut sb).unwrap(), None);
 
     // Fresh sessions (a reconnect) cost at most one summary each way, carrying no parts.
     let heads = alice.heads();
     let (mut sa, mut sb) = (SyncSession::new(), SyncSession::new());
     let mut messages = Vec::new();
     for _ in 0..MAX_ROUNDS {
-        let from_bob = bob.generate_sync_message(&mut sb);
+        let from_bob = bob.generate_sync_message(&mut sb).unwrap();
         if let Some(m) = &from_bob {
             let progress = alice.receive_sync_message(&mut sa, m).unwrap();
             assert!(progress.new_records.is_empty());
             messages.push(m.clone());
         }
-        let from_alice = alice.generate_sync_message(&mut sa);
+        let from_alice = alice.generate_sync_message(&mut sa).unwrap();
         if let Some(m) = &from_alice {
             let progress = bob.receive_sync_message(&mut sb, m).unwrap();
             assert!(progress.new_records.is_empty());
@@ -403,8 +400,8 @@ fn sync_after_convergence_is_quiet() {
         assert!(wire.p.is_empty(), "a summary exchange carried parts");
         assert_eq!(wire.s.len(), heads.len());
     }
-    assert_eq!(alice.generate_sync_message(&mut sa), None);
-    assert_eq!(bob.generate_sync_message(&mut sb), None);
+    assert_eq!(alice.generate_sync_message(&mut sa).unwrap(), None);
+    assert_eq!(bob.generate_sync_message(&mut sb).unwrap(), None);
     assert_eq!(alice.heads(), heads);
     assert_converged(&alice, &bob);
 }
@@ -659,7 +656,7 @@ fn records_that_sync_delivers_ahead_of_their_dependencies_are_indexed_once_these
         let mut tampered = false;
         let mut finished = false;
         for _ in 0..MAX_ROUNDS {
-            let mut from_receiver = receiver.generate_sync_message(&mut rs);
+            let mut from_receiver = receiver.generate_sync_message(&mut rs).unwrap();
             if let Some(m) = &mut from_receiver {
                 let mut wire = decode_wire(m);
                 if let Some((_, part)) = wire.p.first_mut() {
@@ -678,7 +675,7 @@ fn records_that_sync_delivers_ahead_of_their_dependencies_are_indexed_once_these
                 }
                 sender.receive_sync_message(&mut ss, m).unwrap();
             }
-            let from_sender = sender.generate_sync_message(&mut ss);
+            let from_sender = sender.generate_sync_message(&mut ss).unwrap();
             if let Some(m) = &from_sender {
                 receiver.receive_sync_message(&mut rs, m).unwrap();
             }
