@@ -259,13 +259,18 @@ impl Room {
                 self.take_waiting(&v.hash());
             }
             let (ready, blocked) = self.order_ready(valid);
-            message.changes = ready
+            let epoch = self.epoch_mut(number)?;
+            // Complete changes are applied as already parsed (Automerge would parse them again);
+            // the rest go through the sync message so that Automerge queues them and asks for
+            // what they depend on.
+            if let Some(error) = epoch.apply(ready.iter().map(|v| v.change.clone()).collect()) {
+                tracing::warn!(epoch = number, %error, "Automerge refused validated sync changes");
+            }
+            message.changes = blocked
                 .iter()
-                .chain(&blocked)
                 .map(|v| v.change.raw_bytes().to_vec())
                 .collect::<Vec<_>>()
                 .into();
-            let epoch = self.epoch_mut(number)?;
             let state = session.states.entry(number).or_default();
             let doc = epoch.doc_mut();
             catch_unwind(AssertUnwindSafe(|| {
