@@ -16,6 +16,7 @@ pub mod clock;
 mod epoch;
 mod fs;
 pub mod identity;
+mod parallel;
 pub mod record;
 pub mod room;
 mod signature;

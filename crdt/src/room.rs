@@ -15,7 +15,7 @@ use crate::record::{
     SignedRecord,
 };
 use crate::store::{LoadProblem, RoomFiles, Store, StoreError};
-use crate::validate::{Rejection, Unverified, ValidChange, check_all, verify_all};
+use crate::validate::{Rejection, Unverified, ValidChange, check_all, record_in, verify_all};
 use crate::view::RoomView;
 
 /// Records per epoch document before new records go to the next epoch. Applying a batch of remote
@@ -640,37 +640,54 @@ impl Room {
         }
         let mut applied = Vec::new();
         for (number, changes) in by_epoch {
-            self.wake(number)?;
-            let room = self.id;
-            let epoch = self
-                .epochs
-                .entry(number)
-                .or_insert_with(|| EpochDoc::new(&room, number));
+            let epoch = self.epoch_mut(number)?;
+            let before = epoch.heads();
             let error = epoch.apply(changes.iter().map(|v| v.change.clone()).collect());
             if let Some(error) = error {
                 tracing::warn!(epoch = number, %error, "Automerge refused a validated change");
             }
-            for valid in changes {
-                if !epoch.has_change(&valid.hash()) {
-                    continue;
-                }
-                if let Some(files) = &mut self.files {
-                    files.append(number, valid.change.raw_bytes())?;
-                }
-                self.clock
-                    .observe(valid.record.record().sent_at, wall_clock_millis());
-                applied.push((valid.hash(), valid.record.id()));
-                let signed_len = valid.record.bytes().len();
-                if self
-                    .records
-                    .insert(valid.record.id(), valid.record.into())
-                    .is_none()
-                {
-                    epoch.add_record(signed_len);
-                }
-            }
+            let known = changes.into_iter().map(|v| (v.hash(), v.record)).collect();
+            applied.extend(self.absorb(number, &before, known)?);
         }
         Ok(applied)
+    }
+
+    /// Indexes and logs every change that epoch `number` gained since `before`: the ones just
+    /// applied, and any that Automerge took from its own queue of changes waiting for
+    /// dependencies. `known` holds the records of changes validated in this call; records of
+    /// others come from the waiting queue or, failing that, from the change itself (every change
+    /// in a document was validated before it went in). Returns the changes with their records.
+    pub(crate) fn absorb(
+        &mut self,
+        number: u32,
+        before: &[ChangeHash],
+        mut known: HashMap<ChangeHash, SignedRecord>,
+    ) -> Result<Vec<(ChangeHash, RecordId)>, RoomError> {
+        let Some(epoch) = self.epochs.get_mut(&number) else {
+            return Ok(Vec::new());
+        };
+        let mut absorbed = Vec::new();
+        for change in epoch.changes_since(before) {
+            let hash = change.hash();
+            let record = match known
+                .remove(&hash)
+                .or_else(|| self.waiting.take(&hash).map(|v| v.record))
+            {
+                Some(record) => record,
+                None => record_in(&change)?,
+            };
+            if let Some(files) = &mut self.files {
+                files.append(number, change.raw_bytes())?;
+            }
+            self.clock
+                .observe(record.record().sent_at, wall_clock_millis());
+            absorbed.push((hash, record.id()));
+            let signed_len = record.bytes().len();
+            if self.records.insert(record.id(), record.into()).is_none() {
+                epoch.add_record(signed_len);
+            }
+        }
+        Ok(absorbed)
     }
 
     /// Makes every write so far durable (one fsync per touched log: group commit), then compacts
@@ -771,25 +788,5 @@ impl Room {
     /// Takes a change out of the waiting queue, already verified, if it is there.
     pub(crate) fn take_waiting(&mut self, hash: &ChangeHash) -> Option<ValidChange> {
         self.waiting.take(hash)
-    }
-
-    /// Indexes and logs records that Automerge's sync protocol put into epoch `number`.
-    pub(crate) fn note_synced(
-        &mut self,
-        number: u32,
-        records: Vec<(Vec<u8>, SignedRecord)>,
-    ) -> Result<(), RoomError> {
-        for (change, record) in records {
-            if let Some(files) = &mut self.files {
-                files.append(number, &change)?;
-            }
-            self.clock
-                .observe(record.record().sent_at, wall_clock_millis());
-            let signed_len = record.bytes().len();
-            if self.records.insert(record.id(), record.into()).is_none() {
-                self.epoch_mut(number)?.add_record(signed_len);
-            }
-        }
-        Ok(())
     }
 }

@@ -2,13 +2,13 @@
 //! that every change it carries passes the same validation as a gossiped change.
 //!
 //! # Wire format
-//! One sync message is a format byte ([`WIRE_FORMAT_DEFLATE`]) followed by the raw-deflate
-//! compression of the CBOR `{"p": [[epoch, automerge sync message bytes], …], "s": [[epoch,
-//! heads digest], …]}`. The summary `s` lists every epoch the sender holds with a SHA-256 of its
-//! sorted heads, so epochs already equal on both sides cost nothing; parts `p` carry Automerge
-//! sync messages for the epochs that differ. Changes travel one by one (so each can be
-//! validated), which repeats the room id, author key and actor in every change: compression wins
-//! back most of that.
+//! One sync message is a format byte ([`WIRE_FORMAT_DEFLATE`]) followed by the CBOR
+//! `{"p": [[epoch, deflated automerge sync message], …], "s": [[epoch, heads digest], …]}`. The
+//! summary `s` lists every epoch the sender holds with a SHA-256 of its sorted heads, so epochs
+//! already equal on both sides cost nothing; parts `p` carry Automerge sync messages for the
+//! epochs that differ, each raw-deflate compressed on its own (so that all cores compress and
+//! inflate). Changes travel one by one (so each can be validated), which repeats the room id,
+//! author key and actor in every change: compression wins back most of that.
 //!
 //! A message carries parts until it reaches [`SYNC_MESSAGE_BUDGET`]; the epochs left out go in
 //! the next message. After receiving, call [`Room::generate_sync_message`] until it returns
@@ -37,6 +37,7 @@ use automerge::sync::{self, SyncDoc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::parallel::parallel_map;
 use crate::record::RecordId;
 use crate::room::{Room, RoomError};
 use crate::validate::{Rejection, check_all, verify_all};
@@ -48,8 +49,11 @@ pub const MAX_SYNC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Parts are added to a message until its parts reach this size; the remaining epochs follow in
 /// the next message. Keeps messages (and the memory to build and check them) moderate.
 pub const SYNC_MESSAGE_BUDGET: usize = 16 * 1024 * 1024;
-/// The first byte of every sync message: the CBOR body is raw-deflate compressed.
+/// The first byte of every sync message: its parts are raw-deflate compressed.
 pub const WIRE_FORMAT_DEFLATE: u8 = 1;
+/// Compression level of parts: zlib's default, which on sync traffic gives about 15 % fewer bytes
+/// than the fastest level for about twice the compression time (spread over every core).
+const PART_COMPRESSION: u32 = 6;
 /// Most epochs one sync message may describe: bounds the work a hostile summary can cause.
 pub const MAX_SYNC_EPOCHS: usize = 65_536;
 
@@ -138,6 +142,29 @@ fn summary(room: &Room) -> BTreeMap<u32, [u8; 32]> {
         .collect()
 }
 
+/// Compresses one part.
+fn deflate(part: &[u8]) -> Vec<u8> {
+    let mut encoder = DeflateEncoder::new(Vec::new(), Compression::new(PART_COMPRESSION));
+    match encoder.write_all(part).and_then(|()| encoder.finish()) {
+        Ok(out) => out,
+        Err(e) => unreachable!("compressing into memory failed: {e}"),
+    }
+}
+
+/// Inflates one part, refusing to produce more than [`MAX_SYNC_MESSAGE_BYTES`]: a small part must
+/// not become a memory bomb.
+fn inflate_bounded(compressed: &[u8]) -> Result<Vec<u8>, SyncError> {
+    let mut part = Vec::new();
+    DeflateDecoder::new(compressed)
+        .take(MAX_SYNC_MESSAGE_BYTES as u64 + 1)
+        .read_to_end(&mut part)
+        .map_err(|e| SyncError::Malformed(e.to_string()))?;
+    if part.len() > MAX_SYNC_MESSAGE_BYTES {
+        return Err(SyncError::TooLarge(part.len()));
+    }
+    Ok(part)
+}
+
 impl Room {
     /// The next message to send to the peer of `session`, or `None` when there is nothing to say
     /// (the exchange is over once both sides return `None`). Fails only when an epoch cannot be
@@ -168,7 +195,7 @@ impl Room {
                     message.flags = None;
                     let encoded = message.encode();
                     size += encoded.len();
-                    parts.push((number, serde_bytes::ByteBuf::from(encoded)));
+                    parts.push((number, encoded));
                 }
             }
         }
@@ -176,6 +203,12 @@ impl Room {
         if parts.is_empty() && session.last_sent_summary.as_ref() == Some(&ours) {
             return Ok(None);
         }
+        let parts = parallel_map(parts, 2, |chunk| {
+            chunk
+                .into_iter()
+                .map(|(number, part)| (number, serde_bytes::ByteBuf::from(deflate(&part))))
+                .collect()
+        });
         let wire = WireMessage {
             parts,
             summary: ours
@@ -184,15 +217,11 @@ impl Room {
                 .collect(),
         };
         session.last_sent_summary = Some(ours);
-        let mut body = Vec::new();
-        if let Err(e) = ciborium::into_writer(&wire, &mut body) {
+        let mut out = vec![WIRE_FORMAT_DEFLATE];
+        if let Err(e) = ciborium::into_writer(&wire, &mut out) {
             unreachable!("encoding a sync message into memory failed: {e}");
         }
-        let mut encoder = DeflateEncoder::new(vec![WIRE_FORMAT_DEFLATE], Compression::fast());
-        match encoder.write_all(&body).and_then(|()| encoder.finish()) {
-            Ok(out) => Ok(Some(out)),
-            Err(e) => unreachable!("compressing into memory failed: {e}"),
-        }
+        Ok(Some(out))
     }
 
     /// Takes a sync message from the peer of `session`: validates every change it carries, then
@@ -205,25 +234,32 @@ impl Room {
         if bytes.len() > MAX_SYNC_MESSAGE_BYTES {
             return Err(SyncError::TooLarge(bytes.len()));
         }
-        let Some((&WIRE_FORMAT_DEFLATE, compressed)) = bytes.split_first() else {
+        let Some((&WIRE_FORMAT_DEFLATE, body)) = bytes.split_first() else {
             return Err(SyncError::Malformed("unknown sync message format".into()));
         };
-        // Inflate with a hard limit: a small message must not become a memory bomb.
-        let mut body = Vec::new();
-        DeflateDecoder::new(compressed)
-            .take(MAX_SYNC_MESSAGE_BYTES as u64 + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| SyncError::Malformed(e.to_string()))?;
-        if body.len() > MAX_SYNC_MESSAGE_BYTES {
-            return Err(SyncError::TooLarge(body.len()));
-        }
         let wire: WireMessage =
-            ciborium::from_reader(&body[..]).map_err(|e| SyncError::Malformed(e.to_string()))?;
+            ciborium::from_reader(body).map_err(|e| SyncError::Malformed(e.to_string()))?;
         if wire.summary.len() > MAX_SYNC_EPOCHS || wire.parts.len() > MAX_SYNC_EPOCHS {
             return Err(SyncError::Malformed("too many epochs".into()));
         }
+        let inflated = parallel_map(wire.parts.iter().collect(), 2, |chunk| {
+            chunk
+                .into_iter()
+                .map(|(number, part)| inflate_bounded(part).map(|bytes| (*number, bytes)))
+                .collect()
+        });
+        let mut parts = Vec::with_capacity(inflated.len());
+        let mut total = 0;
+        for part in inflated {
+            let part = part?;
+            total += part.1.len();
+            if total > MAX_SYNC_MESSAGE_BYTES {
+                return Err(SyncError::TooLarge(total));
+            }
+            parts.push(part);
+        }
         let mut decoded = Vec::with_capacity(wire.parts.len());
-        for (number, part) in &wire.parts {
+        for (number, part) in &parts {
             let mut message = catch_unwind(|| sync::Message::decode(part))
                 .map_err(|_| SyncError::Malformed("Automerge panicked decoding a part".into()))?
                 .map_err(|e| SyncError::Malformed(e.to_string()))?;
@@ -260,6 +296,7 @@ impl Room {
             }
             let (ready, blocked) = self.order_ready(valid);
             let epoch = self.epoch_mut(number)?;
+            let before = epoch.heads();
             // Complete changes are applied as already parsed (Automerge would parse them again);
             // the rest go through the sync message so that Automerge queues them and asks for
             // what they depend on.
@@ -278,16 +315,23 @@ impl Room {
             }))
             .map_err(|_| SyncError::Automerge("panicked".into()))?
             .map_err(|e| SyncError::Automerge(e.to_string()))?;
-            let arrived: Vec<_> = ready
+            let known = ready
                 .into_iter()
-                .filter(|v| epoch.has_change(&v.hash()))
-                .map(|v| (v.change.raw_bytes().to_vec(), v.record))
+                .chain(blocked.iter().cloned())
+                .map(|v| (v.hash(), v.record))
                 .collect();
+            let absorbed = self.absorb(number, &before, known)?;
             progress
                 .new_records
-                .extend(arrived.iter().map(|(_, record)| record.id()));
-            self.note_synced(number, arrived)?;
-            self.hold_waiting(blocked);
+                .extend(absorbed.iter().map(|(_, id)| *id));
+            let absorbed: std::collections::HashSet<_> =
+                absorbed.into_iter().map(|(hash, _)| hash).collect();
+            self.hold_waiting(
+                blocked
+                    .into_iter()
+                    .filter(|v| !absorbed.contains(&v.hash()))
+                    .collect(),
+            );
         }
         progress.new_records.extend(self.release_waiting()?);
         session.their_summary = Some(
@@ -351,12 +395,18 @@ mod tests {
 
     #[test]
     fn a_small_message_that_inflates_past_the_limit_is_refused() {
-        let mut encoder = DeflateEncoder::new(vec![WIRE_FORMAT_DEFLATE], Compression::best());
+        let mut encoder = DeflateEncoder::new(Vec::new(), Compression::best());
         let zeros = vec![0u8; 1024 * 1024];
         for _ in 0..=MAX_SYNC_MESSAGE_BYTES / zeros.len() {
             encoder.write_all(&zeros).unwrap();
         }
-        let bomb = encoder.finish().unwrap();
+        let part = encoder.finish().unwrap();
+        let wire = WireMessage {
+            parts: vec![(0, serde_bytes::ByteBuf::from(part))],
+            summary: Vec::new(),
+        };
+        let mut bomb = vec![WIRE_FORMAT_DEFLATE];
+        ciborium::into_writer(&wire, &mut bomb).unwrap();
         assert!(bomb.len() < 1024 * 1024, "{} bytes", bomb.len());
         let mut room = Room::in_memory(lobby(), Identity::generate());
         let error = room
@@ -380,11 +430,9 @@ mod tests {
             }
             let to_empty = full.generate_sync_message(&mut a).unwrap();
             if let Some(m) = &to_empty {
-                let mut body = Vec::new();
-                DeflateDecoder::new(&m[1..]).read_to_end(&mut body).unwrap();
-                let wire: WireMessage = ciborium::from_reader(&body[..]).unwrap();
+                let wire: WireMessage = ciborium::from_reader(&m[1..]).unwrap();
                 for (_, part) in &wire.parts {
-                    let message = sync::Message::decode(part).unwrap();
+                    let message = sync::Message::decode(&inflate_bounded(part).unwrap()).unwrap();
                     assert!(message.flags.is_none());
                     for chunk in message.changes.iter() {
                         assert_eq!(chunk[8], 1, "only uncompressed change chunks are sent");

@@ -26,6 +26,7 @@ use automerge::legacy::{Key, ObjectId, OpId, OpType};
 use automerge::{ActorId, Change, ChangeHash, ExpandedChange, ScalarValue};
 
 use crate::epoch::genesis_actor;
+use crate::parallel::parallel_map;
 use crate::record::{MAX_RECORD_BYTES, RecordError, RoomId, SignedRecord};
 use crate::signature::verify_batch;
 
@@ -103,6 +104,25 @@ impl ValidChange {
     /// The change's hash.
     pub fn hash(&self) -> ChangeHash {
         self.change.hash()
+    }
+}
+
+/// The record inside a change that is already in a document (and so was validated before it went
+/// in), for changes Automerge applied from its own queue.
+pub(crate) fn record_in(change: &Change) -> Result<SignedRecord, RecordError> {
+    let expanded = catch_unwind(AssertUnwindSafe(|| change.decode())).map_err(|_| {
+        RecordError::Malformed("Automerge panicked decoding a stored change".into())
+    })?;
+    match expanded.operations.as_slice() {
+        [op] => match &op.action {
+            OpType::Put(ScalarValue::Bytes(value)) => SignedRecord::decode_trusted(value),
+            _ => Err(RecordError::Malformed(
+                "stored change is not a record insert".into(),
+            )),
+        },
+        _ => Err(RecordError::Malformed(
+            "stored change is not a record insert".into(),
+        )),
     }
 }
 
@@ -213,7 +233,7 @@ pub(crate) fn check_structure(room: &RoomId, bytes: &[u8]) -> Result<Unverified,
 }
 
 /// Below this many changes a batch is checked on the calling thread.
-const PARALLEL_MIN: usize = 64;
+const PARALLEL_MIN_CHANGES: usize = 64;
 
 /// Validates a batch of remote changes on every core.
 pub fn validate_batch<B: AsRef<[u8]> + Sync>(
@@ -228,7 +248,7 @@ pub(crate) fn check_all<B: AsRef<[u8]> + Sync>(
     room: &RoomId,
     batch: &[B],
 ) -> Vec<Result<Unverified, Rejection>> {
-    parallel_map(batch.iter().collect(), |chunk| {
+    parallel_map(batch.iter().collect(), PARALLEL_MIN_CHANGES, |chunk| {
         chunk
             .into_iter()
             .map(|bytes| check_structure(room, bytes.as_ref()))
@@ -242,40 +262,7 @@ pub(crate) fn check_all<B: AsRef<[u8]> + Sync>(
 pub(crate) fn verify_all(
     checked: Vec<Result<Unverified, Rejection>>,
 ) -> Vec<Result<ValidChange, Rejection>> {
-    parallel_map(checked, verify_chunk)
-}
-
-/// Splits `items` into one chunk per core, maps each on its own thread and joins the results in
-/// order. Small inputs stay on the calling thread: spawning costs more than it saves.
-fn parallel_map<T: Send, U: Send>(items: Vec<T>, map: impl Fn(Vec<T>) -> Vec<U> + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if items.len() < PARALLEL_MIN || threads == 1 {
-        return map(items);
-    }
-    let chunk_len = items.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
-    let mut rest = items.into_iter();
-    loop {
-        let chunk: Vec<T> = rest.by_ref().take(chunk_len).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        chunks.push(chunk);
-    }
-    let map = &map;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| scope.spawn(move || map(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| match handle.join() {
-                Ok(results) => results,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
+    parallel_map(checked, PARALLEL_MIN_CHANGES, verify_chunk)
 }
 
 fn verify_chunk(
