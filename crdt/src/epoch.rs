@@ -311,6 +311,21 @@ impl EpochDoc {
         self.doc.save()
     }
 
+    /// Hashes of every change not reachable from `heads`, oldest first: cheaper than the changes
+    /// themselves when most are already at hand.
+    pub(crate) fn hashes_since(&self, heads: &[ChangeHash]) -> Vec<ChangeHash> {
+        self.doc
+            .get_changes_meta(heads)
+            .into_iter()
+            .map(|meta| meta.hash)
+            .collect()
+    }
+
+    /// One change of the document.
+    pub(crate) fn change(&self, hash: &ChangeHash) -> Option<Change> {
+        self.doc.get_change_by_hash(hash)
+    }
+
     /// Every change not reachable from `heads`, oldest first.
     pub(crate) fn changes_since(&self, heads: &[ChangeHash]) -> Vec<Change> {
         self.doc.get_changes(heads)

@@ -646,7 +646,7 @@ impl Room {
             if let Some(error) = error {
                 tracing::warn!(epoch = number, %error, "Automerge refused a validated change");
             }
-            let known = changes.into_iter().map(|v| (v.hash(), v.record)).collect();
+            let known = changes.into_iter().map(|v| (v.hash(), v)).collect();
             applied.extend(self.absorb(number, &before, known)?);
         }
         Ok(applied)
@@ -661,20 +661,22 @@ impl Room {
         &mut self,
         number: u32,
         before: &[ChangeHash],
-        mut known: HashMap<ChangeHash, SignedRecord>,
+        mut known: HashMap<ChangeHash, ValidChange>,
     ) -> Result<Vec<(ChangeHash, RecordId)>, RoomError> {
         let Some(epoch) = self.epochs.get_mut(&number) else {
             return Ok(Vec::new());
         };
         let mut absorbed = Vec::new();
-        for change in epoch.changes_since(before) {
-            let hash = change.hash();
-            let record = match known
-                .remove(&hash)
-                .or_else(|| self.waiting.take(&hash).map(|v| v.record))
-            {
-                Some(record) => record,
-                None => record_in(&change)?,
+        for hash in epoch.hashes_since(before) {
+            let (change, record) = match known.remove(&hash).or_else(|| self.waiting.take(&hash)) {
+                Some(valid) => (valid.change, valid.record),
+                None => {
+                    let change = epoch
+                        .change(&hash)
+                        .ok_or(RoomError::Internal("a new change vanished from its epoch"))?;
+                    let record = record_in(&change)?;
+                    (change, record)
+                }
             };
             if let Some(files) = &mut self.files {
                 files.append(number, change.raw_bytes())?;

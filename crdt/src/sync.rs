@@ -318,7 +318,7 @@ impl Room {
             let known = ready
                 .into_iter()
                 .chain(blocked.iter().cloned())
-                .map(|v| (v.hash(), v.record))
+                .map(|v| (v.hash(), v))
                 .collect();
             let absorbed = self.absorb(number, &before, known)?;
             progress
