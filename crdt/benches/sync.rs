@@ -25,6 +25,10 @@ struct Exchange {
     bytes_from_new: usize,
     bytes_from_source: usize,
     largest_message: usize,
+    /// Time spent generating messages, both sides.
+    generating: Duration,
+    /// Time spent receiving messages, both sides.
+    receiving: Duration,
 }
 
 /// One turn: `from` sends every message it has (it may split a large answer over several
@@ -38,12 +42,20 @@ fn turn(
 ) -> Option<usize> {
     let mut bytes = 0;
     let mut sent = false;
-    while let Some(m) = from.generate_sync_message(from_session).unwrap() {
+    loop {
+        let start = Instant::now();
+        let Some(m) = from.generate_sync_message(from_session).unwrap() else {
+            x.generating += start.elapsed();
+            break;
+        };
+        x.generating += start.elapsed();
         sent = true;
         x.messages += 1;
         bytes += m.len();
         x.largest_message = x.largest_message.max(m.len());
+        let start = Instant::now();
         to.receive_sync_message(to_session, &m).unwrap();
+        x.receiving += start.elapsed();
         assert!(x.messages < 1_000, "sync does not converge");
     }
     sent.then_some(bytes)

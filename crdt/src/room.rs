@@ -787,6 +787,21 @@ impl Room {
         self.epochs.get(&epoch).is_some_and(|e| e.has_change(hash))
     }
 
+    /// The epoch documents in memory, for sync.
+    pub(crate) fn epochs_loaded(&self) -> &BTreeMap<u32, EpochDoc> {
+        &self.epochs
+    }
+
+    /// Lends an epoch document out (to a worker thread); give it back with [`Room::put_epoch`].
+    pub(crate) fn take_epoch(&mut self, number: u32) -> Option<EpochDoc> {
+        self.epochs.remove(&number)
+    }
+
+    /// Gives back an epoch document lent by [`Room::take_epoch`].
+    pub(crate) fn put_epoch(&mut self, number: u32, epoch: EpochDoc) {
+        self.epochs.insert(number, epoch);
+    }
+
     /// Takes a change out of the waiting queue, already verified, if it is there.
     pub(crate) fn take_waiting(&mut self, hash: &ChangeHash) -> Option<ValidChange> {
         self.waiting.take(hash)

@@ -24,7 +24,7 @@
 //!   cannot keep us in an endless exchange; the caller drops or resets the session and penalises
 //!   the peer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -37,10 +37,11 @@ use automerge::sync::{self, SyncDoc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::epoch::EpochDoc;
 use crate::parallel::parallel_map;
 use crate::record::RecordId;
 use crate::room::{Room, RoomError};
-use crate::validate::{Rejection, check_all, verify_all};
+use crate::validate::{Rejection, ValidChange, check_all, verify_all};
 
 /// Largest sync message accepted, once decompressed. One part holds a whole epoch's missing
 /// changes; local writers move to a new epoch at [`crate::room::EPOCH_MAX_BYTES`] of changes, so
@@ -142,6 +143,38 @@ fn summary(room: &Room) -> BTreeMap<u32, [u8; 32]> {
         .collect()
 }
 
+/// One epoch's share of a received sync message, applied on a worker thread.
+struct ApplyJob {
+    number: u32,
+    epoch: EpochDoc,
+    state: sync::State,
+    before: Vec<ChangeHash>,
+    message: Option<sync::Message>,
+    ready: Vec<ValidChange>,
+    blocked: Vec<ValidChange>,
+    outcome: Result<(), SyncError>,
+}
+
+impl ApplyJob {
+    fn run(mut self) -> Self {
+        if let Some(error) = self
+            .epoch
+            .apply(self.ready.iter().map(|v| v.change.clone()).collect())
+        {
+            tracing::warn!(epoch = self.number, %error, "Automerge refused validated sync changes");
+        }
+        if let Some(message) = self.message.take() {
+            let (doc, state) = (self.epoch.doc_mut(), &mut self.state);
+            self.outcome = catch_unwind(AssertUnwindSafe(|| {
+                doc.receive_sync_message(state, message)
+            }))
+            .map_err(|_| SyncError::Automerge("panicked".into()))
+            .and_then(|result| result.map_err(|e| SyncError::Automerge(e.to_string())));
+        }
+        self
+    }
+}
+
 /// Compresses one part.
 fn deflate(part: &[u8]) -> Vec<u8> {
     let mut encoder = DeflateEncoder::new(Vec::new(), Compression::new(PART_COMPRESSION));
@@ -184,18 +217,46 @@ impl Room {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
+            // Epochs are independent documents: each group of them (one per core) generates and
+            // compresses in parallel, and the budget is checked between groups.
+            let group_len = std::thread::available_parallelism().map_or(1, |n| n.get());
             let mut size = 0;
-            for number in differing {
+            for group in differing.chunks(group_len) {
                 if size >= SYNC_MESSAGE_BUDGET {
                     break;
                 }
-                let state = session.states.entry(number).or_default();
-                let epoch = self.epoch_mut(number)?;
-                if let Some(mut message) = epoch.doc().generate_sync_message(state) {
-                    message.flags = None;
-                    let encoded = message.encode();
-                    size += encoded.len();
-                    parts.push((number, encoded));
+                for number in group {
+                    self.epoch_mut(*number)?;
+                }
+                let jobs: Vec<(u32, &EpochDoc, sync::State)> = group
+                    .iter()
+                    .filter_map(|n| {
+                        let epoch = self.epochs_loaded().get(n)?;
+                        Some((*n, epoch, session.states.remove(n).unwrap_or_default()))
+                    })
+                    .collect();
+                let generated =
+                    parallel_map(jobs, 2, |chunk| {
+                        chunk
+                            .into_iter()
+                            .map(|(number, epoch, mut state)| {
+                                let part = epoch.doc().generate_sync_message(&mut state).map(
+                                    |mut message| {
+                                        message.flags = None;
+                                        let encoded = message.encode();
+                                        (encoded.len(), deflate(&encoded))
+                                    },
+                                );
+                                (number, state, part)
+                            })
+                            .collect()
+                    });
+                for (number, state, part) in generated {
+                    session.states.insert(number, state);
+                    if let Some((raw_len, compressed)) = part {
+                        size += raw_len;
+                        parts.push((number, serde_bytes::ByteBuf::from(compressed)));
+                    }
                 }
             }
         }
@@ -203,12 +264,6 @@ impl Room {
         if parts.is_empty() && session.last_sent_summary.as_ref() == Some(&ours) {
             return Ok(None);
         }
-        let parts = parallel_map(parts, 2, |chunk| {
-            chunk
-                .into_iter()
-                .map(|(number, part)| (number, serde_bytes::ByteBuf::from(deflate(&part))))
-                .collect()
-        });
         let wire = WireMessage {
             parts,
             summary: ours
@@ -258,6 +313,11 @@ impl Room {
             }
             parts.push(part);
         }
+        if !parts.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(SyncError::Malformed(
+                "parts not in increasing epoch order".into(),
+            ));
+        }
         let mut decoded = Vec::with_capacity(wire.parts.len());
         for (number, part) in &parts {
             let mut message = catch_unwind(|| sync::Message::decode(part))
@@ -285,36 +345,55 @@ impl Room {
             }
             decoded.push((*number, message, valid));
         }
-        let mut progress = SyncProgress::default();
+        // Every valid change goes to Automerge, complete ones first in dependency order: from the
+        // ones it must queue, it learns which dependencies to ask for (a Bloom filter false
+        // positive can make the peer skip one). The queued ones also wait in the room, which
+        // indexes them once Automerge has applied them. Complete changes are applied as already
+        // parsed (Automerge would parse them again); the rest travel in the sync message.
+        let mut jobs = Vec::with_capacity(decoded.len());
         for (number, mut message, valid) in decoded {
-            // Every valid change goes to Automerge, complete ones first in dependency order: from
-            // the ones it must queue, it learns which dependencies to ask for (a Bloom filter
-            // false positive can make the peer skip one). The queued ones also wait in the room,
-            // which indexes them once Automerge has applied them.
             for v in &valid {
                 self.take_waiting(&v.hash());
             }
             let (ready, blocked) = self.order_ready(valid);
-            let epoch = self.epoch_mut(number)?;
-            let before = epoch.heads();
-            // Complete changes are applied as already parsed (Automerge would parse them again);
-            // the rest go through the sync message so that Automerge queues them and asks for
-            // what they depend on.
-            if let Some(error) = epoch.apply(ready.iter().map(|v| v.change.clone()).collect()) {
-                tracing::warn!(epoch = number, %error, "Automerge refused validated sync changes");
-            }
+            self.epoch_mut(number)?;
+            let Some(epoch) = self.take_epoch(number) else {
+                continue;
+            };
             message.changes = blocked
                 .iter()
                 .map(|v| v.change.raw_bytes().to_vec())
                 .collect::<Vec<_>>()
                 .into();
-            let state = session.states.entry(number).or_default();
-            let doc = epoch.doc_mut();
-            catch_unwind(AssertUnwindSafe(|| {
-                doc.receive_sync_message(state, message)
-            }))
-            .map_err(|_| SyncError::Automerge("panicked".into()))?
-            .map_err(|e| SyncError::Automerge(e.to_string()))?;
+            let state = session.states.remove(&number).unwrap_or_default();
+            jobs.push(ApplyJob {
+                number,
+                before: epoch.heads(),
+                epoch,
+                state,
+                message: Some(message),
+                ready,
+                blocked,
+                outcome: Ok(()),
+            });
+        }
+        // Epochs are independent documents, so they take their changes on every core at once.
+        let jobs = parallel_map(jobs, 2, |chunk| {
+            chunk.into_iter().map(ApplyJob::run).collect()
+        });
+        let mut progress = SyncProgress::default();
+        let mut first_error = None;
+        let mut finished = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            self.put_epoch(job.number, job.epoch);
+            session.states.insert(job.number, job.state);
+            if let Err(e) = job.outcome {
+                first_error.get_or_insert(e);
+            }
+            // Whatever an epoch took before a failure is indexed all the same.
+            finished.push((job.number, job.before, job.ready, job.blocked));
+        }
+        for (number, before, ready, blocked) in finished {
             let known = ready
                 .into_iter()
                 .chain(blocked.iter().cloned())
@@ -324,14 +403,16 @@ impl Room {
             progress
                 .new_records
                 .extend(absorbed.iter().map(|(_, id)| *id));
-            let absorbed: std::collections::HashSet<_> =
-                absorbed.into_iter().map(|(hash, _)| hash).collect();
+            let absorbed: HashSet<_> = absorbed.into_iter().map(|(hash, _)| hash).collect();
             self.hold_waiting(
                 blocked
                     .into_iter()
                     .filter(|v| !absorbed.contains(&v.hash()))
                     .collect(),
             );
+        }
+        if let Some(error) = first_error {
+            return Err(error);
         }
         progress.new_records.extend(self.release_waiting()?);
         session.their_summary = Some(
