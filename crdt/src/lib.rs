@@ -8,6 +8,7 @@
 //! - [`validate`]: the gate every remote Automerge change passes before it reaches a document.
 //! - `epoch`: one bounded Automerge document of a room's history, with its deterministic genesis.
 //! - [`room`]: a room: its epochs, its record index, changes waiting for dependencies, its files.
+//! - `waiting`: valid changes held, boundedly, until their dependencies arrive.
 //! - [`view`]: the room as people see it (order, edits, deletes, reactions, nicknames).
 //! - [`sync`]: per-peer sync sessions over Automerge's sync protocol, validated like gossip.
 //! - [`store`]: durable per-room files (snapshot plus checksummed, fsynced append-only log).
@@ -24,6 +25,7 @@ pub mod store;
 pub mod sync;
 pub mod validate;
 pub mod view;
+mod waiting;
 
 pub use clock::{Hlc, HlcClock};
 pub use identity::{Identity, IdentityError, PublicKey};

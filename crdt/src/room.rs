@@ -1,7 +1,7 @@
 //! A room: its epoch documents, an index of its records, the changes waiting for dependencies, and
 //! (optionally) its files in the store. Everything a node does to a room goes through here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use std::panic::catch_unwind;
 
@@ -17,6 +17,7 @@ use crate::record::{
 use crate::store::{LoadProblem, RoomFiles, Store, StoreError};
 use crate::validate::{Rejection, Unverified, ValidChange, check_all, record_in, verify_all};
 use crate::view::RoomView;
+use crate::waiting::WaitingChanges;
 
 /// Records per epoch document before new records go to the next epoch. Applying a batch of remote
 /// changes costs time that grows with the document, so this bounds the cost of every receive.
@@ -111,56 +112,18 @@ impl ApplyReport {
             .chain(self.released.iter().copied())
     }
 
+    /// Appends a later report's outcomes to this one's.
+    fn merge(&mut self, later: ApplyReport) {
+        self.outcomes.extend(later.outcomes);
+        self.released.extend(later.released);
+        self.dropped += later.dropped;
+    }
+
     /// Whether some change is waiting for dependencies, so the caller should start a sync.
     pub fn has_waiting(&self) -> bool {
         self.outcomes
             .iter()
             .any(|o| matches!(o, Ok(Received::Waiting)))
-    }
-}
-
-/// Valid changes whose dependencies have not arrived, oldest first, at most
-/// [`MAX_WAITING_CHANGES`].
-#[derive(Debug, Default)]
-struct WaitingChanges {
-    order: VecDeque<ValidChange>,
-    hashes: HashSet<ChangeHash>,
-}
-
-impl WaitingChanges {
-    fn contains(&self, hash: &ChangeHash) -> bool {
-        self.hashes.contains(hash)
-    }
-
-    fn take_all(&mut self) -> Vec<ValidChange> {
-        self.hashes.clear();
-        self.order.drain(..).collect()
-    }
-
-    fn take(&mut self, hash: &ChangeHash) -> Option<ValidChange> {
-        if !self.hashes.remove(hash) {
-            return None;
-        }
-        let position = self.order.iter().position(|v| v.hash() == *hash)?;
-        self.order.remove(position)
-    }
-
-    /// Holds `changes`, dropping the oldest beyond the bound; returns how many were dropped.
-    fn hold(&mut self, changes: Vec<ValidChange>) -> usize {
-        let mut dropped = 0;
-        for valid in changes {
-            if !self.hashes.insert(valid.hash()) {
-                continue;
-            }
-            self.order.push_back(valid);
-            if self.order.len() > MAX_WAITING_CHANGES {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.hashes.remove(&oldest.hash());
-                }
-                dropped += 1;
-            }
-        }
-        dropped
     }
 }
 
@@ -498,10 +461,7 @@ impl Room {
         self.received.push(change.to_vec());
         if self.received.len() >= MAX_RECEIVE_BUFFER {
             let report = self.apply_buffered()?;
-            let pending = &mut self.received_report;
-            pending.outcomes.extend(report.outcomes);
-            pending.released.extend(report.released);
-            pending.dropped += report.dropped;
+            self.received_report.merge(report);
         }
         Ok(())
     }
@@ -511,9 +471,7 @@ impl Room {
     pub fn apply_received(&mut self) -> Result<ApplyReport, RoomError> {
         let report = self.apply_buffered()?;
         let mut all = std::mem::take(&mut self.received_report);
-        all.outcomes.extend(report.outcomes);
-        all.released.extend(report.released);
-        all.dropped += report.dropped;
+        all.merge(report);
         Ok(all)
     }
 
@@ -776,7 +734,7 @@ impl Room {
 
     /// Applies waiting changes whose dependencies have arrived (by sync); returns their records.
     pub(crate) fn release_waiting(&mut self) -> Result<Vec<RecordId>, RoomError> {
-        if self.waiting.order.is_empty() {
+        if self.waiting.is_empty() {
             return Ok(Vec::new());
         }
         Ok(self.apply_checked(Vec::new())?.released)
