@@ -127,6 +127,37 @@ impl ApplyReport {
     }
 }
 
+/// Splits changes into those whose dependencies are present (`present(epoch, hash)`, or earlier
+/// in the returned order) and those still missing some.
+pub(crate) fn split_ready(
+    mut pending: Vec<ValidChange>,
+    present: impl Fn(u32, &ChangeHash) -> bool,
+) -> (Vec<ValidChange>, Vec<ValidChange>) {
+    let mut ready = Vec::new();
+    let mut ready_hashes = HashSet::new();
+    loop {
+        let before = pending.len();
+        let mut blocked = Vec::new();
+        for valid in pending {
+            let deps_present = valid
+                .change
+                .deps()
+                .iter()
+                .all(|dep| ready_hashes.contains(dep) || present(valid.epoch(), dep));
+            if deps_present {
+                ready_hashes.insert(valid.hash());
+                ready.push(valid);
+            } else {
+                blocked.push(valid);
+            }
+        }
+        pending = blocked;
+        if pending.is_empty() || pending.len() == before {
+            return (ready, pending);
+        }
+    }
+}
+
 /// One chat room on this device.
 pub struct Room {
     id: RoomId,
@@ -558,32 +589,10 @@ impl Room {
 
     /// Splits changes into those whose dependencies are present (in their epoch or earlier in
     /// the returned order) and those still missing some.
-    pub(crate) fn order_ready(
-        &self,
-        mut pending: Vec<ValidChange>,
-    ) -> (Vec<ValidChange>, Vec<ValidChange>) {
-        let mut ready = Vec::new();
-        let mut ready_hashes = HashSet::new();
-        loop {
-            let before = pending.len();
-            let mut blocked = Vec::new();
-            for valid in pending {
-                let epoch = self.epochs.get(&valid.epoch());
-                let deps_present = valid.change.deps().iter().all(|dep| {
-                    ready_hashes.contains(dep) || epoch.is_some_and(|e| e.has_change(dep))
-                });
-                if deps_present {
-                    ready_hashes.insert(valid.hash());
-                    ready.push(valid);
-                } else {
-                    blocked.push(valid);
-                }
-            }
-            pending = blocked;
-            if pending.is_empty() || pending.len() == before {
-                return (ready, pending);
-            }
-        }
+    fn order_ready(&self, pending: Vec<ValidChange>) -> (Vec<ValidChange>, Vec<ValidChange>) {
+        split_ready(pending, |epoch, hash| {
+            self.epochs.get(&epoch).is_some_and(|e| e.has_change(hash))
+        })
     }
 
     /// Applies ready changes epoch by epoch, then indexes and logs the ones Automerge took.
@@ -619,13 +628,27 @@ impl Room {
         &mut self,
         number: u32,
         before: &[ChangeHash],
+        known: HashMap<ChangeHash, ValidChange>,
+    ) -> Result<Vec<(ChangeHash, RecordId)>, RoomError> {
+        let gained = match self.epochs.get(&number) {
+            Some(epoch) => epoch.hashes_since(before),
+            None => return Ok(Vec::new()),
+        };
+        self.absorb_hashes(number, gained, known)
+    }
+
+    /// [`Room::absorb`] once the hashes gained are known (computed where the epoch was worked on).
+    pub(crate) fn absorb_hashes(
+        &mut self,
+        number: u32,
+        gained: Vec<ChangeHash>,
         mut known: HashMap<ChangeHash, ValidChange>,
     ) -> Result<Vec<(ChangeHash, RecordId)>, RoomError> {
         let Some(epoch) = self.epochs.get_mut(&number) else {
             return Ok(Vec::new());
         };
         let mut absorbed = Vec::new();
-        for hash in epoch.hashes_since(before) {
+        for hash in gained {
             let (change, record) = match known.remove(&hash).or_else(|| self.waiting.take(&hash)) {
                 Some(valid) => (valid.change, valid.record),
                 None => {

@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 use crate::epoch::EpochDoc;
 use crate::parallel::parallel_map;
 use crate::record::RecordId;
-use crate::room::{Room, RoomError};
+use crate::room::{Room, RoomError, split_ready};
 use crate::validate::{Rejection, ValidChange, check_all, verify_all};
 
 /// Largest sync message accepted, once decompressed. One part holds a whole epoch's missing
@@ -143,27 +143,43 @@ fn summary(room: &Room) -> BTreeMap<u32, [u8; 32]> {
         .collect()
 }
 
-/// One epoch's share of a received sync message, applied on a worker thread.
+/// One epoch's share of a received sync message, applied on a worker thread: complete changes
+/// are applied as already parsed (Automerge would parse them again), and the others travel in
+/// the sync message so that Automerge queues them and asks for what they depend on (a Bloom
+/// filter false positive can make the peer leave one out).
 struct ApplyJob {
     number: u32,
     epoch: EpochDoc,
     state: sync::State,
     before: Vec<ChangeHash>,
     message: Option<sync::Message>,
-    ready: Vec<ValidChange>,
+    /// The part's valid changes; after the run, those that were complete.
+    valid: Vec<ValidChange>,
+    /// After the run: the changes whose dependencies were missing.
     blocked: Vec<ValidChange>,
+    /// After the run: every change the epoch gained, oldest first.
+    gained: Vec<ChangeHash>,
     outcome: Result<(), SyncError>,
 }
 
 impl ApplyJob {
     fn run(mut self) -> Self {
+        let epoch = &self.epoch;
+        let (ready, blocked) = split_ready(std::mem::take(&mut self.valid), |_, hash| {
+            epoch.has_change(hash)
+        });
         if let Some(error) = self
             .epoch
-            .apply(self.ready.iter().map(|v| v.change.clone()).collect())
+            .apply(ready.iter().map(|v| v.change.clone()).collect())
         {
             tracing::warn!(epoch = self.number, %error, "Automerge refused validated sync changes");
         }
-        if let Some(message) = self.message.take() {
+        if let Some(mut message) = self.message.take() {
+            message.changes = blocked
+                .iter()
+                .map(|v| v.change.raw_bytes().to_vec())
+                .collect::<Vec<_>>()
+                .into();
             let (doc, state) = (self.epoch.doc_mut(), &mut self.state);
             self.outcome = catch_unwind(AssertUnwindSafe(|| {
                 doc.receive_sync_message(state, message)
@@ -171,6 +187,9 @@ impl ApplyJob {
             .map_err(|_| SyncError::Automerge("panicked".into()))
             .and_then(|result| result.map_err(|e| SyncError::Automerge(e.to_string())));
         }
+        self.gained = self.epoch.hashes_since(&self.before);
+        self.valid = ready;
+        self.blocked = blocked;
         self
     }
 }
@@ -351,20 +370,14 @@ impl Room {
         // indexes them once Automerge has applied them. Complete changes are applied as already
         // parsed (Automerge would parse them again); the rest travel in the sync message.
         let mut jobs = Vec::with_capacity(decoded.len());
-        for (number, mut message, valid) in decoded {
+        for (number, message, valid) in decoded {
             for v in &valid {
                 self.take_waiting(&v.hash());
             }
-            let (ready, blocked) = self.order_ready(valid);
             self.epoch_mut(number)?;
             let Some(epoch) = self.take_epoch(number) else {
                 continue;
             };
-            message.changes = blocked
-                .iter()
-                .map(|v| v.change.raw_bytes().to_vec())
-                .collect::<Vec<_>>()
-                .into();
             let state = session.states.remove(&number).unwrap_or_default();
             jobs.push(ApplyJob {
                 number,
@@ -372,8 +385,9 @@ impl Room {
                 epoch,
                 state,
                 message: Some(message),
-                ready,
-                blocked,
+                valid,
+                blocked: Vec::new(),
+                gained: Vec::new(),
                 outcome: Ok(()),
             });
         }
@@ -391,15 +405,15 @@ impl Room {
                 first_error.get_or_insert(e);
             }
             // Whatever an epoch took before a failure is indexed all the same.
-            finished.push((job.number, job.before, job.ready, job.blocked));
+            finished.push((job.number, job.gained, job.valid, job.blocked));
         }
-        for (number, before, ready, blocked) in finished {
-            let known = ready
+        for (number, gained, valid, blocked) in finished {
+            let known = valid
                 .into_iter()
                 .chain(blocked.iter().cloned())
                 .map(|v| (v.hash(), v))
                 .collect();
-            let absorbed = self.absorb(number, &before, known)?;
+            let absorbed = self.absorb_hashes(number, gained, known)?;
             progress
                 .new_records
                 .extend(absorbed.iter().map(|(_, id)| *id));
