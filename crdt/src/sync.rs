@@ -58,7 +58,8 @@ const PART_COMPRESSION: u32 = 6;
 /// Most epochs one sync message may describe: bounds the work a hostile summary can cause.
 pub const MAX_SYNC_EPOCHS: usize = 65_536;
 
-/// Why a sync message was refused. The session should be reset and the peer penalised.
+/// Why a sync message was refused. The session should be reset; for every variant but
+/// [`SyncError::Room`] (a local failure) the peer sent something invalid and should be penalised.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// Larger than [`MAX_SYNC_MESSAGE_BYTES`].
@@ -81,7 +82,8 @@ pub enum SyncError {
     /// Automerge refused the (validated) message.
     #[error("automerge refused the sync message: {0}")]
     Automerge(String),
-    /// Applying what arrived failed locally.
+    /// Applying what arrived failed locally (reading or writing this device's store): not the
+    /// peer's fault.
     #[error(transparent)]
     Room(#[from] RoomError),
 }
