@@ -1,0 +1,202 @@
+//! The libp2p protocols a node speaks, composed into one behaviour, and their wire formats.
+
+use std::io;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use grapevine_crdt::RoomId;
+use grapevine_crdt::sync::MAX_SYNC_MESSAGE_BYTES;
+use libp2p::futures::{AsyncRead, AsyncWrite};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, gossipsub, identify, ping};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+
+/// Protocol id of history sync; the version moves when the wire format does.
+pub const SYNC_PROTOCOL: &str = "/grapevine/sync/1";
+/// Protocol version announced by identify.
+pub const IDENTIFY_PROTOCOL: &str = "/grapevine/1.0.0";
+/// Largest sync request or response on the wire: a crdt sync message plus a little framing.
+pub const MAX_SYNC_FRAME_BYTES: usize = MAX_SYNC_MESSAGE_BYTES + 4 * 1024;
+
+/// The gossipsub topic of a room: every member subscribes to it.
+pub fn room_topic(room: RoomId) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("grapevine/room/{room}"))
+}
+
+/// What is published on a room topic: one Automerge change, in a CBOR map so fields can be added.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    /// The change bytes.
+    #[serde(with = "serde_bytes")]
+    pub(crate) c: Vec<u8>,
+}
+
+impl Envelope {
+    pub(crate) fn encode(change: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(change.len() + 8);
+        let envelope = Envelope { c: change.to_vec() };
+        // Writing a map of one byte string into a Vec cannot fail.
+        if let Err(e) = ciborium::into_writer(&envelope, &mut out) {
+            unreachable!("encoding an envelope into memory failed: {e}");
+        }
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, String> {
+        ciborium::from_reader(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// A sync request: the next sync message of one room, or `None` to ask for the peer's next one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SyncRequest {
+    pub(crate) room: RoomId,
+    /// The first request of an exchange: the responder starts a fresh session.
+    pub(crate) start: bool,
+    #[serde(with = "serde_bytes")]
+    pub(crate) message: Option<Vec<u8>>,
+}
+
+/// A sync response: the responder's next sync message, or `None` when it has nothing to say.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SyncResponse {
+    #[serde(with = "serde_bytes")]
+    pub(crate) message: Option<Vec<u8>>,
+}
+
+/// Length-prefixed CBOR frames, bounded by [`MAX_SYNC_FRAME_BYTES`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SyncCodec;
+
+async fn read_frame<T, M>(io: &mut T) -> io::Result<M>
+where
+    T: AsyncRead + Unpin + Send,
+    M: for<'de> Deserialize<'de>,
+{
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_SYNC_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("sync frame of {len} bytes is too large"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    ciborium::from_reader(&buf[..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+async fn write_frame<T, M>(io: &mut T, message: &M) -> io::Result<()>
+where
+    T: AsyncWrite + Unpin + Send,
+    M: Serialize,
+{
+    let mut buf = Vec::new();
+    ciborium::into_writer(message, &mut buf).map_err(io::Error::other)?;
+    let len = u32::try_from(buf.len())
+        .ok()
+        .filter(|&n| n as usize <= MAX_SYNC_FRAME_BYTES)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "sync frame too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(&buf).await?;
+    io.close().await
+}
+
+impl request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = SyncRequest;
+    type Response = SyncResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: SyncRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: SyncResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &res).await
+    }
+}
+
+/// Every protocol of a node: room gossip, history sync, and identify/ping for discovery later.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) sync: request_response::Behaviour<SyncCodec>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+}
+
+impl Behaviour {
+    pub(crate) fn new(keypair: &Keypair, config: &Config) -> Result<Self, String> {
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .validate_messages()
+            .message_id_fn(|message: &gossipsub::Message| {
+                gossipsub::MessageId::from(Sha256::digest(&message.data).to_vec())
+            })
+            .max_transmit_size(config.max_message_size)
+            .heartbeat_interval(config.heartbeat)
+            .heartbeat_initial_delay(config.heartbeat_initial_delay)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+            gossip_config,
+        )
+        .map_err(str::to_string)?;
+        let sync = request_response::Behaviour::with_codec(
+            SyncCodec,
+            [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(config.sync_request_timeout),
+        );
+        let identify = identify::Behaviour::new(identify::Config::new(
+            IDENTIFY_PROTOCOL.to_string(),
+            keypair.public(),
+        ));
+        let ping = ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL));
+        Ok(Self {
+            gossipsub,
+            sync,
+            identify,
+            ping,
+        })
+    }
+}
+
+/// Ping interval: libp2p's 15 s default, named here so it is visible beside the other protocols.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
