@@ -97,15 +97,12 @@ impl EventLoop {
                 biased;
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(reply)) => {
-                        let result = self.close_rooms();
-                        let _ = reply.send(result);
+                        let _ = reply.send(self.close_rooms());
                         return;
                     }
                     Some(command) => self.handle_command(command),
                     None => {
-                        if let Err(e) = self.close_rooms() {
-                            tracing::error!(error = %e, "storing rooms at shutdown failed");
-                        }
+                        self.handle_last_handle_dropped();
                         return;
                     }
                 },
@@ -131,6 +128,12 @@ impl EventLoop {
     fn warn(&mut self, peer: Option<PeerId>, reason: String) {
         tracing::warn!(?peer, %reason, "warning");
         self.emit(NodeEvent::Warning { peer, reason });
+    }
+
+    fn handle_last_handle_dropped(&mut self) {
+        if let Err(e) = self.close_rooms() {
+            tracing::error!(error = %e, "storing rooms at shutdown failed");
+        }
     }
 
     /// Flushes and releases every room, so a new node can open the same data directory.
@@ -190,7 +193,10 @@ impl EventLoop {
                     .map_err(|e| NodeError::Dial(e.to_string()));
                 let _ = reply.send(result);
             }
-            Command::Shutdown(_) => unreachable!("shutdown is handled by the loop itself"),
+            // The loop answers shutdown itself, since it ends there.
+            Command::Shutdown(reply) => {
+                let _ = reply.send(self.close_rooms());
+            }
         }
     }
 
@@ -581,6 +587,9 @@ impl EventLoop {
         self.stored(room, &new);
         let done = next.is_none() && response.message.is_none();
         if done || rounds + 1 >= MAX_SYNC_ROUNDS {
+            if !done {
+                tracing::warn!(%peer, "sync exchange cut off after {MAX_SYNC_ROUNDS} rounds");
+            }
             self.syncing.remove(&(peer, room));
         } else {
             self.send_sync(peer, room, false, next, rounds + 1);

@@ -47,3 +47,51 @@ async fn two_peers_over_tcp_exchange_messages_both_ways() -> Result<()> {
 async fn two_peers_over_memory_exchange_messages_both_ways() -> Result<()> {
     two_peers_exchange_messages_both_ways(Transport::Memory).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_deletes_reactions_and_nicknames_reach_the_other_peer() -> Result<()> {
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, _events_a) = Node::spawn(common::config(dir_a.path(), Transport::Memory)).await?;
+    let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    b.join("lobby").await?;
+    common::connect(&b, &a).await?;
+
+    let kept = a.post("lobby", "first draft").await?;
+    let gone = a.post("lobby", "regrettable").await?;
+    a.edit("lobby", kept, "final text").await?;
+    a.delete("lobby", gone).await?;
+    b.react("lobby", kept, "+1", true).await?;
+    a.set_nickname("lobby", "alice").await?;
+
+    common::eventually("b sees every change", || async {
+        Ok(b.view("lobby").await? == a.view("lobby").await?
+            && !b.view("lobby").await?.nicknames.is_empty()
+            && b.view("lobby")
+                .await?
+                .messages
+                .iter()
+                .any(|m| !m.reactions.is_empty()))
+    })
+    .await?;
+    let view = b.view("lobby").await?;
+    let message = view
+        .messages
+        .iter()
+        .find(|m| m.id == kept)
+        .expect("kept message");
+    assert_eq!(message.text, "final text");
+    assert!(view.messages.iter().any(|m| m.id == gone && m.deleted));
+    assert_eq!(
+        view.nicknames.values().next().map(String::as_str),
+        Some("alice")
+    );
+
+    assert_eq!(a.rooms().await?, vec!["lobby".to_string()]);
+    a.leave("lobby").await?;
+    assert!(a.rooms().await?.is_empty());
+    assert!(a.post("lobby", "not a member").await.is_err());
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}
