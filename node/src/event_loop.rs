@@ -1,9 +1,12 @@
 //! The one task that owns the swarm and the rooms. Each step of [`EventLoop::run`] handles one
-//! thing: a local command first, then a swarm event, then the periodic sync timer.
+//! thing: a local command first, then a swarm event, then the periodic sync timer, and, when
+//! nothing else is ready, the batch of gossip received meanwhile.
 
 use std::collections::{HashMap, HashSet};
 
-use grapevine_crdt::{Identity, Received, RecordId, Room, RoomId, Store, SyncSession, Written};
+use grapevine_crdt::{
+    ApplyReport, Identity, Received, RecordId, Room, RoomId, Store, SyncSession, Written,
+};
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
 use libp2p::request_response::{self, OutboundRequestId};
@@ -21,6 +24,10 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::handle::Command;
 
+/// Gossip messages held for one batch at most: a batch costs about as much as one change, but
+/// verdicts (and so forwarding) wait for it.
+const MAX_GOSSIP_BATCH: usize = grapevine_crdt::room::MAX_RECEIVE_BUFFER;
+
 /// Most request/response rounds in one sync exchange: a bound against a peer that never stops.
 const MAX_SYNC_ROUNDS: u32 = 1_000;
 
@@ -37,6 +44,12 @@ struct Joined {
     name: String,
     room: Room,
     topic: gossipsub::TopicHash,
+}
+
+/// A gossip message handed to its room, waiting for the batch that decides its verdict.
+struct PendingGossip {
+    id: gossipsub::MessageId,
+    source: PeerId,
 }
 
 /// An exchange this node started and is waiting on.
@@ -59,6 +72,8 @@ pub(crate) struct EventLoop {
     sessions: HashMap<(PeerId, RoomId, Role), SyncSession>,
     exchanges: HashMap<OutboundRequestId, Exchange>,
     syncing: HashSet<(PeerId, RoomId)>,
+    pending_gossip: HashMap<RoomId, Vec<PendingGossip>>,
+    pending_count: usize,
     dropped_events: u64,
 }
 
@@ -86,6 +101,8 @@ impl EventLoop {
             sessions: HashMap::new(),
             exchanges: HashMap::new(),
             syncing: HashSet::new(),
+            pending_gossip: HashMap::new(),
+            pending_count: 0,
             dropped_events: 0,
         }
     }
@@ -108,6 +125,11 @@ impl EventLoop {
                 },
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = self.sync_timer.tick() => self.handle_sync_tick(),
+                // Only once the swarm has nothing more ready: gossip arriving together is
+                // applied together.
+                _ = std::future::ready(()), if self.pending_count > 0 => {
+                    self.handle_gossip_batch();
+                }
             }
         }
     }
@@ -261,6 +283,10 @@ impl EventLoop {
             return Err(NodeError::NotJoined(name.to_string()));
         };
         self.topics.remove(&joined.topic);
+        for message in self.pending_gossip.remove(&id).unwrap_or_default() {
+            self.pending_count -= 1;
+            self.report_verdict(&message.id, &message.source, MessageAcceptance::Ignore);
+        }
         self.swarm
             .behaviour_mut()
             .gossipsub
@@ -337,12 +363,13 @@ impl EventLoop {
                 message_id,
                 message,
             } => {
-                let verdict = self.check_gossip(propagation_source, &message);
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, verdict);
+                if let Some(verdict) = self.check_gossip(propagation_source, &message_id, &message)
+                {
+                    self.report_verdict(&message_id, &propagation_source, verdict);
+                }
+                if self.pending_count >= MAX_GOSSIP_BATCH {
+                    self.handle_gossip_batch();
+                }
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 if let Some(&room) = self.topics.get(&topic) {
@@ -353,50 +380,98 @@ impl EventLoop {
         }
     }
 
-    /// Decides what becomes of one gossip message: cheap checks first, then the room's own
-    /// validation (which drops duplicates before checking any signature).
-    fn check_gossip(&mut self, peer: PeerId, message: &gossipsub::Message) -> MessageAcceptance {
+    fn report_verdict(
+        &mut self,
+        id: &gossipsub::MessageId,
+        source: &PeerId,
+        verdict: MessageAcceptance,
+    ) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, source, verdict);
+    }
+
+    /// The cheap checks of one gossip message (size, topic, envelope). A message that passes is
+    /// handed to its room and gets its verdict with the next batch (`None` here).
+    fn check_gossip(
+        &mut self,
+        peer: PeerId,
+        id: &gossipsub::MessageId,
+        message: &gossipsub::Message,
+    ) -> Option<MessageAcceptance> {
         if message.data.len() > self.max_message_size {
-            self.warn(
-                Some(peer),
-                format!("gossip of {} bytes is too large", message.data.len()),
-            );
-            return MessageAcceptance::Reject;
+            let reason = format!("gossip of {} bytes is too large", message.data.len());
+            self.warn(Some(peer), reason);
+            return Some(MessageAcceptance::Reject);
         }
         let Some(&room_id) = self.topics.get(&message.topic) else {
-            return MessageAcceptance::Ignore;
+            return Some(MessageAcceptance::Ignore);
         };
         let envelope = match Envelope::decode(&message.data) {
             Ok(envelope) => envelope,
             Err(e) => {
                 self.warn(Some(peer), format!("undecodable gossip envelope: {e}"));
-                return MessageAcceptance::Reject;
+                return Some(MessageAcceptance::Reject);
             }
         };
         let Some(joined) = self.rooms.get_mut(&room_id) else {
-            return MessageAcceptance::Ignore;
+            return Some(MessageAcceptance::Ignore);
         };
-        let report = match joined.room.apply_remote(&[envelope.c]) {
-            Ok(report) => report,
-            Err(e) => {
-                tracing::error!(error = %e, "applying a gossiped change failed");
-                return MessageAcceptance::Ignore;
-            }
-        };
-        let verdict = match report.outcomes.first() {
-            Some(Ok(Received::Applied(_) | Received::Waiting)) => MessageAcceptance::Accept,
-            Some(Ok(Received::Duplicate)) | None => MessageAcceptance::Ignore,
-            Some(Err(rejection)) => {
-                let reason = format!("invalid change gossiped: {rejection}");
-                self.warn(Some(peer), reason);
-                MessageAcceptance::Reject
-            }
-        };
-        self.stored(room_id, &report.new_records().collect::<Vec<_>>());
-        if report.has_waiting() {
-            self.start_sync(peer, room_id);
+        if let Err(e) = joined.room.receive(&envelope.c) {
+            tracing::error!(error = %e, "applying gossiped changes failed");
+            return Some(MessageAcceptance::Ignore);
         }
-        verdict
+        self.pending_gossip
+            .entry(room_id)
+            .or_default()
+            .push(PendingGossip {
+                id: id.clone(),
+                source: peer,
+            });
+        self.pending_count += 1;
+        None
+    }
+
+    /// Applies every room's held gossip in one batch per room (the room's validation drops
+    /// duplicates before checking any signature), then reports each message's verdict: applied
+    /// or waiting → accept, duplicate → ignore, invalid → reject.
+    fn handle_gossip_batch(&mut self) {
+        self.pending_count = 0;
+        for (room_id, pending) in std::mem::take(&mut self.pending_gossip) {
+            let Some(joined) = self.rooms.get_mut(&room_id) else {
+                continue;
+            };
+            let report = match joined.room.apply_received() {
+                Ok(report) => report,
+                Err(e) => {
+                    tracing::error!(error = %e, "applying gossiped changes failed");
+                    ApplyReport::default()
+                }
+            };
+            let mut waiting_on = HashSet::new();
+            for (i, message) in pending.iter().enumerate() {
+                let verdict = match report.outcomes.get(i) {
+                    Some(Ok(Received::Applied(_))) => MessageAcceptance::Accept,
+                    Some(Ok(Received::Waiting)) => {
+                        waiting_on.insert(message.source);
+                        MessageAcceptance::Accept
+                    }
+                    Some(Ok(Received::Duplicate)) | None => MessageAcceptance::Ignore,
+                    Some(Err(rejection)) => {
+                        let reason = format!("invalid change gossiped: {rejection}");
+                        self.warn(Some(message.source), reason);
+                        MessageAcceptance::Reject
+                    }
+                };
+                self.report_verdict(&message.id, &message.source, verdict);
+            }
+            self.stored(room_id, &report.new_records().collect::<Vec<_>>());
+            for peer in waiting_on {
+                self.start_sync(peer, room_id);
+            }
+        }
     }
 
     /// Flushes a room that gained records and reports them.

@@ -61,6 +61,7 @@ async fn edits_deletes_reactions_and_nicknames_reach_the_other_peer() -> Result<
     let gone = a.post("lobby", "regrettable").await?;
     a.edit("lobby", kept, "final text").await?;
     a.delete("lobby", gone).await?;
+    common::wait_for_messages(&b, "lobby", 2).await?;
     b.react("lobby", kept, "+1", true).await?;
     a.set_nickname("lobby", "alice").await?;
 
@@ -91,6 +92,34 @@ async fn edits_deletes_reactions_and_nicknames_reach_the_other_peer() -> Result<
     a.leave("lobby").await?;
     assert!(a.rooms().await?.is_empty());
     assert!(a.post("lobby", "not a member").await.is_err());
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_300_gossiped_messages_arrives_complete() -> Result<()> {
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, _events_a) = Node::spawn(common::config(dir_a.path(), Transport::Memory)).await?;
+    let (b, mut events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    b.join("lobby").await?;
+    common::connect(&b, &a).await?;
+    // Wait until a's first post reaches b, so the rest can travel by gossip.
+    let first = a.post("lobby", "warm-up").await?;
+    common::next_matching(&mut events_b, |e| match e {
+        NodeEvent::RecordReceived { record, .. } if record.id == first => Some(()),
+        _ => None,
+    })
+    .await?;
+
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        a.post("lobby", &format!("burst {i}")).await?;
+    }
+    common::wait_for_messages(&b, "lobby", 301).await?;
+    println!("300 gossiped messages arrived in {:?}", started.elapsed());
+    assert_eq!(a.view("lobby").await?, b.view("lobby").await?);
     a.shutdown().await?;
     b.shutdown().await?;
     Ok(())
