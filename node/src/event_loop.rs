@@ -18,7 +18,8 @@ use tokio::time::Interval;
 
 use crate::NodeEvent;
 use crate::behaviour::{
-    Behaviour, BehaviourEvent, Envelope, SyncRequest, SyncResponse, room_topic,
+    Behaviour, BehaviourEvent, Envelope, SYNC_FAULT_SCORE, SyncRequest, SyncResponse, room_topic,
+    room_topic_score,
 };
 use crate::config::Config;
 use crate::error::NodeError;
@@ -74,6 +75,7 @@ pub(crate) struct EventLoop {
     syncing: HashSet<(PeerId, RoomId)>,
     pending_gossip: HashMap<RoomId, Vec<PendingGossip>>,
     pending_count: usize,
+    sync_faults: HashMap<PeerId, u32>,
     dropped_events: u64,
 }
 
@@ -103,6 +105,7 @@ impl EventLoop {
             syncing: HashSet::new(),
             pending_gossip: HashMap::new(),
             pending_count: 0,
+            sync_faults: HashMap::new(),
             dropped_events: 0,
         }
     }
@@ -253,6 +256,14 @@ impl EventLoop {
             .gossipsub
             .subscribe(&topic)
             .map_err(|e| NodeError::Setup(e.to_string()))?;
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_topic_params(topic.clone(), room_topic_score())
+        {
+            tracing::warn!(error = %e, "room topic scoring not set");
+        }
         let hash = topic.hash();
         self.topics.insert(hash.clone(), id);
         self.rooms.insert(
@@ -350,6 +361,7 @@ impl EventLoop {
     }
 
     fn handle_peer_gone(&mut self, peer: PeerId) {
+        self.sync_faults.remove(&peer);
         self.sessions.retain(|(p, _, _), _| *p != peer);
         self.syncing.retain(|(p, _)| *p != peer);
         self.exchanges.retain(|_, exchange| exchange.peer != peer);
@@ -593,6 +605,19 @@ impl EventLoop {
         }
     }
 
+    /// Reports a bad sync message and lowers the sender's gossipsub score, so repeat offenders
+    /// end up graylisted.
+    fn sync_fault(&mut self, peer: PeerId, error: &grapevine_crdt::SyncError) {
+        let faults = self.sync_faults.entry(peer).or_default();
+        *faults += 1;
+        let score = SYNC_FAULT_SCORE * f64::from(*faults);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, score);
+        self.warn(Some(peer), format!("bad sync message: {error}"));
+    }
+
     /// Answers one sync request as the responder.
     fn answer_sync(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
         let room_id = request.room;
@@ -612,7 +637,7 @@ impl EventLoop {
                 Ok(progress) => new = progress.new_records,
                 Err(e) => {
                     session.reset();
-                    self.warn(Some(peer), format!("bad sync message: {e}"));
+                    self.sync_fault(peer, &e);
                     return SyncResponse { message: None };
                 }
             }
@@ -647,7 +672,7 @@ impl EventLoop {
                 Err(e) => {
                     session.reset();
                     self.syncing.remove(&(peer, room));
-                    self.warn(Some(peer), format!("bad sync message: {e}"));
+                    self.sync_fault(peer, &e);
                     return;
                 }
             }
