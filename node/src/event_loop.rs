@@ -3,27 +3,25 @@
 //! nothing else is ready, the batch of gossip received meanwhile.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 
-use grapevine_crdt::{
-    ApplyReport, Identity, Received, RecordId, Room, RoomId, Store, SyncSession, Written,
-};
+use grapevine_crdt::{Identity, RecordId, Room, RoomId, Store, SyncSession, Written};
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, Swarm};
-use rand::seq::IndexedRandom;
 use tokio::sync::mpsc;
 use tokio::time::Interval;
 
 use crate::NodeEvent;
-use crate::behaviour::{
-    Behaviour, BehaviourEvent, Envelope, SYNC_FAULT_SCORE, SyncRequest, SyncResponse, room_topic,
-    room_topic_score,
-};
+use crate::behaviour::{Behaviour, BehaviourEvent, Envelope, room_topic, room_topic_score};
 use crate::config::Config;
 use crate::error::NodeError;
 use crate::handle::Command;
+
+mod gossip;
+mod sync;
 
 /// Gossip messages held for one batch at most: a batch costs about as much as one change, but
 /// verdicts (and so forwarding) wait for it.
@@ -60,6 +58,7 @@ struct Exchange {
     rounds: u32,
 }
 
+/// Owns the swarm and every joined room; nothing else touches either.
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     store: Store,
@@ -67,14 +66,20 @@ pub(crate) struct EventLoop {
     max_message_size: usize,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NodeEvent>,
+    /// Anti-entropy: one sync per room with a random member at each tick.
     sync_timer: Interval,
     rooms: HashMap<RoomId, Joined>,
     topics: HashMap<gossipsub::TopicHash, RoomId>,
+    /// Sync state per peer, room and role; dropped when the peer disconnects.
     sessions: HashMap<(PeerId, RoomId, Role), SyncSession>,
+    /// Sync requests in flight, tied to the exchange they belong to.
     exchanges: HashMap<OutboundRequestId, Exchange>,
+    /// Exchanges this node is running, at most one per peer and room.
     syncing: HashSet<(PeerId, RoomId)>,
+    /// Gossip waiting for its room's next batch, in arrival order.
     pending_gossip: HashMap<RoomId, Vec<PendingGossip>>,
     pending_count: usize,
+    /// Bad sync messages per connected peer, which set its gossipsub application score.
     sync_faults: HashMap<PeerId, u32>,
     dropped_events: u64,
 }
@@ -116,11 +121,11 @@ impl EventLoop {
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
-                    Some(Command::Shutdown(reply)) => {
-                        let _ = reply.send(self.close_rooms());
-                        return;
+                    Some(command) => {
+                        if self.handle_command(command).is_break() {
+                            return;
+                        }
                     }
-                    Some(command) => self.handle_command(command),
                     None => {
                         self.handle_last_handle_dropped();
                         return;
@@ -174,7 +179,8 @@ impl EventLoop {
 
     // ---- local commands ----
 
-    fn handle_command(&mut self, command: Command) {
+    /// Answers one command; breaks when the command was to shut down.
+    fn handle_command(&mut self, command: Command) -> ControlFlow<()> {
         match command {
             Command::Join(name, reply) => {
                 let _ = reply.send(self.join(&name));
@@ -218,11 +224,12 @@ impl EventLoop {
                     .map_err(|e| NodeError::Dial(e.to_string()));
                 let _ = reply.send(result);
             }
-            // The loop answers shutdown itself, since it ends there.
             Command::Shutdown(reply) => {
                 let _ = reply.send(self.close_rooms());
+                return ControlFlow::Break(());
             }
         }
+        ControlFlow::Continue(())
     }
 
     fn joined(&mut self, name: &str) -> Result<&mut Joined, NodeError> {
@@ -366,333 +373,5 @@ impl EventLoop {
         self.syncing.retain(|(p, _)| *p != peer);
         self.exchanges.retain(|_, exchange| exchange.peer != peer);
         self.emit(NodeEvent::PeerDisconnected(peer));
-    }
-
-    fn handle_gossip(&mut self, event: gossipsub::Event) {
-        match event {
-            gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            } => {
-                if let Some(verdict) = self.check_gossip(propagation_source, &message_id, &message)
-                {
-                    self.report_verdict(&message_id, &propagation_source, verdict);
-                }
-                if self.pending_count >= MAX_GOSSIP_BATCH {
-                    self.handle_gossip_batch();
-                }
-            }
-            gossipsub::Event::Subscribed { peer_id, topic } => {
-                if let Some(&room) = self.topics.get(&topic) {
-                    self.start_sync(peer_id, room);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn report_verdict(
-        &mut self,
-        id: &gossipsub::MessageId,
-        source: &PeerId,
-        verdict: MessageAcceptance,
-    ) {
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(id, source, verdict);
-    }
-
-    /// The cheap checks of one gossip message (size, topic, envelope). A message that passes is
-    /// handed to its room and gets its verdict with the next batch (`None` here).
-    fn check_gossip(
-        &mut self,
-        peer: PeerId,
-        id: &gossipsub::MessageId,
-        message: &gossipsub::Message,
-    ) -> Option<MessageAcceptance> {
-        if message.data.len() > self.max_message_size {
-            let reason = format!("gossip of {} bytes is too large", message.data.len());
-            self.warn(Some(peer), reason);
-            return Some(MessageAcceptance::Reject);
-        }
-        let Some(&room_id) = self.topics.get(&message.topic) else {
-            return Some(MessageAcceptance::Ignore);
-        };
-        let envelope = match Envelope::decode(&message.data) {
-            Ok(envelope) => envelope,
-            Err(e) => {
-                self.warn(Some(peer), format!("undecodable gossip envelope: {e}"));
-                return Some(MessageAcceptance::Reject);
-            }
-        };
-        let Some(joined) = self.rooms.get_mut(&room_id) else {
-            return Some(MessageAcceptance::Ignore);
-        };
-        if let Err(e) = joined.room.receive(&envelope.c) {
-            tracing::error!(error = %e, "applying gossiped changes failed");
-            return Some(MessageAcceptance::Ignore);
-        }
-        self.pending_gossip
-            .entry(room_id)
-            .or_default()
-            .push(PendingGossip {
-                id: id.clone(),
-                source: peer,
-            });
-        self.pending_count += 1;
-        None
-    }
-
-    /// Applies every room's held gossip in one batch per room (the room's validation drops
-    /// duplicates before checking any signature), then reports each message's verdict: applied
-    /// or waiting → accept, duplicate → ignore, invalid → reject.
-    fn handle_gossip_batch(&mut self) {
-        self.pending_count = 0;
-        for (room_id, pending) in std::mem::take(&mut self.pending_gossip) {
-            let Some(joined) = self.rooms.get_mut(&room_id) else {
-                continue;
-            };
-            let report = match joined.room.apply_received() {
-                Ok(report) => report,
-                Err(e) => {
-                    tracing::error!(error = %e, "applying gossiped changes failed");
-                    ApplyReport::default()
-                }
-            };
-            let mut waiting_on = HashSet::new();
-            for (i, message) in pending.iter().enumerate() {
-                let verdict = match report.outcomes.get(i) {
-                    Some(Ok(Received::Applied(_))) => MessageAcceptance::Accept,
-                    Some(Ok(Received::Waiting)) => {
-                        waiting_on.insert(message.source);
-                        MessageAcceptance::Accept
-                    }
-                    Some(Ok(Received::Duplicate)) | None => MessageAcceptance::Ignore,
-                    Some(Err(rejection)) => {
-                        let reason = format!("invalid change gossiped: {rejection}");
-                        self.warn(Some(message.source), reason);
-                        MessageAcceptance::Reject
-                    }
-                };
-                self.report_verdict(&message.id, &message.source, verdict);
-            }
-            self.stored(room_id, &report.new_records().collect::<Vec<_>>());
-            for peer in waiting_on {
-                self.start_sync(peer, room_id);
-            }
-        }
-    }
-
-    /// Flushes a room that gained records and reports them.
-    fn stored(&mut self, room_id: RoomId, new: &[RecordId]) {
-        if new.is_empty() {
-            return;
-        }
-        let Some(joined) = self.rooms.get_mut(&room_id) else {
-            return;
-        };
-        if let Err(e) = joined.room.flush() {
-            tracing::error!(error = %e, "storing received records failed");
-            return;
-        }
-        let records: Vec<_> = new
-            .iter()
-            .filter_map(|id| joined.room.record(id).cloned())
-            .collect();
-        for record in records {
-            self.emit(NodeEvent::RecordReceived {
-                room: room_id,
-                record,
-            });
-        }
-    }
-
-    // ---- history sync ----
-
-    fn handle_sync_tick(&mut self) {
-        let mut rng = rand::rng();
-        let mut picks = Vec::new();
-        for (&room, joined) in &self.rooms {
-            let members: Vec<PeerId> = self
-                .swarm
-                .behaviour()
-                .gossipsub
-                .all_peers()
-                .filter(|(_, topics)| topics.contains(&&joined.topic))
-                .map(|(peer, _)| *peer)
-                .collect();
-            if let Some(&peer) = members.choose(&mut rng) {
-                picks.push((peer, room));
-            }
-        }
-        for (peer, room) in picks {
-            self.start_sync(peer, room);
-        }
-    }
-
-    /// Starts an exchange with `peer` about `room` unless one is already running.
-    fn start_sync(&mut self, peer: PeerId, room: RoomId) {
-        if !self.rooms.contains_key(&room) || !self.syncing.insert((peer, room)) {
-            return;
-        }
-        let session = self
-            .sessions
-            .entry((peer, room, Role::Initiator))
-            .or_default();
-        session.reset();
-        let Some(joined) = self.rooms.get_mut(&room) else {
-            return;
-        };
-        match joined.room.generate_sync_message(session) {
-            Ok(message) => self.send_sync(peer, room, true, message, 0),
-            Err(e) => {
-                self.syncing.remove(&(peer, room));
-                tracing::error!(error = %e, "generating a sync message failed");
-            }
-        }
-    }
-
-    fn send_sync(
-        &mut self,
-        peer: PeerId,
-        room: RoomId,
-        start: bool,
-        message: Option<Vec<u8>>,
-        rounds: u32,
-    ) {
-        let request = SyncRequest {
-            room,
-            start,
-            message,
-        };
-        let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
-        self.exchanges.insert(id, Exchange { peer, room, rounds });
-    }
-
-    fn handle_sync(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    let response = self.answer_sync(peer, request);
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_response(channel, response);
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => self.continue_sync(request_id, response),
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some(exchange) = self.exchanges.remove(&request_id) {
-                    self.syncing.remove(&(exchange.peer, exchange.room));
-                    tracing::debug!(peer = %exchange.peer, %error, "sync request failed");
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "answering a sync request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
-        }
-    }
-
-    /// Reports a bad sync message and lowers the sender's gossipsub score, so repeat offenders
-    /// end up graylisted.
-    fn sync_fault(&mut self, peer: PeerId, error: &grapevine_crdt::SyncError) {
-        let faults = self.sync_faults.entry(peer).or_default();
-        *faults += 1;
-        let score = SYNC_FAULT_SCORE * f64::from(*faults);
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .set_application_score(&peer, score);
-        self.warn(Some(peer), format!("bad sync message: {error}"));
-    }
-
-    /// Answers one sync request as the responder.
-    fn answer_sync(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
-        let room_id = request.room;
-        let Some(joined) = self.rooms.get_mut(&room_id) else {
-            return SyncResponse { message: None };
-        };
-        let session = self
-            .sessions
-            .entry((peer, room_id, Role::Responder))
-            .or_default();
-        if request.start {
-            session.reset();
-        }
-        let mut new = Vec::new();
-        if let Some(message) = &request.message {
-            match joined.room.receive_sync_message(session, message) {
-                Ok(progress) => new = progress.new_records,
-                Err(e) => {
-                    session.reset();
-                    self.sync_fault(peer, &e);
-                    return SyncResponse { message: None };
-                }
-            }
-        }
-        let reply = match joined.room.generate_sync_message(session) {
-            Ok(reply) => reply,
-            Err(e) => {
-                tracing::error!(error = %e, "generating a sync message failed");
-                None
-            }
-        };
-        self.stored(room_id, &new);
-        SyncResponse { message: reply }
-    }
-
-    /// Takes a response as the initiator and sends the next request, or ends the exchange.
-    fn continue_sync(&mut self, request_id: OutboundRequestId, response: SyncResponse) {
-        let Some(Exchange { peer, room, rounds }) = self.exchanges.remove(&request_id) else {
-            return;
-        };
-        let (Some(joined), Some(session)) = (
-            self.rooms.get_mut(&room),
-            self.sessions.get_mut(&(peer, room, Role::Initiator)),
-        ) else {
-            self.syncing.remove(&(peer, room));
-            return;
-        };
-        let mut new = Vec::new();
-        if let Some(message) = &response.message {
-            match joined.room.receive_sync_message(session, message) {
-                Ok(progress) => new = progress.new_records,
-                Err(e) => {
-                    session.reset();
-                    self.syncing.remove(&(peer, room));
-                    self.sync_fault(peer, &e);
-                    return;
-                }
-            }
-        }
-        let next = match joined.room.generate_sync_message(session) {
-            Ok(next) => next,
-            Err(e) => {
-                tracing::error!(error = %e, "generating a sync message failed");
-                None
-            }
-        };
-        self.stored(room, &new);
-        let done = next.is_none() && response.message.is_none();
-        if done || rounds + 1 >= MAX_SYNC_ROUNDS {
-            if !done {
-                tracing::warn!(%peer, "sync exchange cut off after {MAX_SYNC_ROUNDS} rounds");
-            }
-            self.syncing.remove(&(peer, room));
-        } else {
-            self.send_sync(peer, room, false, next, rounds + 1);
-        }
     }
 }

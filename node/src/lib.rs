@@ -5,6 +5,7 @@
 //! - [`config`]: [`Config`], the node's addresses, transport, timings and limits.
 //! - [`handle`]: [`NodeHandle`], commands with replies over a bounded channel.
 //! - `event_loop`: the task that owns the swarm and the rooms; one `select!` step at a time.
+//!   Its `gossip` part checks and batches room gossip; its `sync` part runs history sync.
 //! - [`behaviour`]: the composed libp2p behaviour (gossipsub rooms, `/grapevine/sync/1` history
 //!   sync, identify, ping) and the wire formats of gossip envelopes and sync requests.
 //! - [`error`]: the error type, [`NodeError`].
