@@ -29,15 +29,17 @@ pub fn room_topic(room: RoomId) -> gossipsub::IdentTopic {
 }
 
 /// What is published on a room topic: one Automerge change, in a CBOR map so fields can be added.
+/// Public so test and simulation peers can speak the wire format without a node.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Envelope {
+pub struct Envelope {
     /// The change bytes.
     #[serde(with = "serde_bytes")]
-    pub(crate) c: Vec<u8>,
+    pub c: Vec<u8>,
 }
 
 impl Envelope {
-    pub(crate) fn encode(change: &[u8]) -> Vec<u8> {
+    /// The published bytes carrying `change`.
+    pub fn encode(change: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(change.len() + 8);
         let envelope = Envelope { c: change.to_vec() };
         // Writing a map of one byte string into a Vec cannot fail.
@@ -47,31 +49,38 @@ impl Envelope {
         out
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, String> {
+    /// Reads published bytes; fails on anything that is not an envelope.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         ciborium::from_reader(bytes).map_err(|e| e.to_string())
     }
 }
 
 /// A sync request: the next sync message of one room, or `None` to ask for the peer's next one.
+/// Public, like [`SyncResponse`] and [`SyncCodec`], so test and simulation peers can speak
+/// `/grapevine/sync/1` without a node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SyncRequest {
-    pub(crate) room: RoomId,
+pub struct SyncRequest {
+    /// The room the message belongs to.
+    pub room: RoomId,
     /// The first request of an exchange: the responder starts a fresh session.
-    pub(crate) start: bool,
+    pub start: bool,
+    /// The requester's sync message, if it has one.
     #[serde(with = "serde_bytes")]
-    pub(crate) message: Option<Vec<u8>>,
+    pub message: Option<Vec<u8>>,
 }
 
 /// A sync response: the responder's next sync message, or `None` when it has nothing to say.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SyncResponse {
+pub struct SyncResponse {
+    /// The responder's sync message, if it has one.
     #[serde(with = "serde_bytes")]
-    pub(crate) message: Option<Vec<u8>>,
+    pub message: Option<Vec<u8>>,
 }
 
-/// Length-prefixed CBOR frames, bounded by [`MAX_SYNC_FRAME_BYTES`].
+/// The `/grapevine/sync/1` codec: length-prefixed CBOR frames, bounded by
+/// [`MAX_SYNC_FRAME_BYTES`].
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct SyncCodec;
+pub struct SyncCodec;
 
 async fn read_frame<T, M>(io: &mut T) -> io::Result<M>
 where
