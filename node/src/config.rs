@@ -35,7 +35,8 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 4_096;
 /// Which libp2p transport the node uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
-    /// TCP with Noise and Yamux: the real network.
+    /// The real network: TCP with Noise and Yamux for `/tcp` addresses, and QUIC for
+    /// `/udp/…/quic-v1` addresses.
     #[default]
     Tcp,
     /// libp2p's in-process memory transport with Noise and Yamux, for tests and simulations.

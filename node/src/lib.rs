@@ -120,6 +120,7 @@ fn build_swarm(
                 yamux::Config::default,
             )
             .map_err(|e| setup(&e))?
+            .with_quic()
             .with_behaviour(|key| Behaviour::new(key, config).map_err(BoxError::from))
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))

@@ -49,6 +49,34 @@ async fn two_peers_over_memory_exchange_messages_both_ways() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_over_quic_exchange_messages_both_ways() -> Result<()> {
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let quic = |dir: &std::path::Path| {
+        let mut config = common::config(dir, Transport::Tcp);
+        config.listen_addrs = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("multiaddr")];
+        config
+    };
+    let (a, mut events_a) = Node::spawn(quic(dir_a.path())).await?;
+    let (b, mut events_b) = Node::spawn(quic(dir_b.path())).await?;
+    a.join("lobby").await?;
+    b.join("lobby").await?;
+    common::connect(&b, &a).await?;
+    let from_a = a.post("lobby", "over quic").await?;
+    let from_b = b.post("lobby", "back over quic").await?;
+    for (events, id) in [(&mut events_b, from_a), (&mut events_a, from_b)] {
+        common::next_matching(events, |e| match e {
+            NodeEvent::RecordReceived { record, .. } if record.id == id => Some(()),
+            _ => None,
+        })
+        .await?;
+    }
+    assert_eq!(a.view("lobby").await?, b.view("lobby").await?);
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_deletes_reactions_and_nicknames_reach_the_other_peer() -> Result<()> {
     let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (a, _events_a) = Node::spawn(common::config(dir_a.path(), Transport::Memory)).await?;
