@@ -1,5 +1,175 @@
-//! The Grapevine peer: one task owns the libp2p swarm, and the rest of the program drives it through
-//! a cloneable handle. The networking itself arrives with the `node` issue; for now this crate only
-//! re-exports the room layer it will be built on.
+//! The Grapevine peer: one task owns the libp2p swarm and the joined rooms, and the rest of the
+//! program drives it through a cloneable handle and reads what happens from an event stream.
+//!
+//! # Layout
+//! - [`config`]: [`Config`], the node's addresses, transport, timings and limits.
+//! - [`handle`]: [`NodeHandle`], commands with replies over a bounded channel.
+//! - `event_loop`: the task that owns the swarm and the rooms; one `select!` step at a time.
+//!   Its `gossip` part checks and batches room gossip; its `sync` part runs history sync.
+//! - [`behaviour`]: the composed libp2p behaviour (gossipsub rooms, `/grapevine/sync/1` history
+//!   sync, identify, ping) and the wire formats of gossip envelopes and sync requests.
+//! - [`error`]: the error type, [`NodeError`].
 
+pub mod behaviour;
+pub mod config;
+pub mod error;
+mod event_loop;
+pub mod handle;
+
+use grapevine_crdt::{IndexedRecord, RoomId};
+use libp2p::core::transport::MemoryTransport;
+use libp2p::core::upgrade::Version;
+use libp2p::futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{PeerId, Swarm, Transport as _, noise, tcp, yamux};
+use tokio::sync::mpsc;
+
+pub use behaviour::room_topic;
+pub use config::{Config, Transport};
+pub use error::NodeError;
 pub use grapevine_crdt as crdt;
+pub use handle::NodeHandle;
+
+use behaviour::Behaviour;
+
+/// Name of the device key file inside the data directory.
+pub const IDENTITY_FILE: &str = "identity.key";
+/// How long [`Node::spawn`] waits for each listener to report its address.
+const LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the node tells the rest of the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A record from another peer reached a joined room (by gossip or sync) and is stored.
+    RecordReceived {
+        /// The room's id.
+        room: RoomId,
+        /// The record as indexed by the room.
+        record: IndexedRecord,
+    },
+    /// Something was refused or damaged: invalid input from a peer, or a local file set aside.
+    Warning {
+        /// The peer that sent the input, when a peer did.
+        peer: Option<PeerId>,
+        /// What happened.
+        reason: String,
+    },
+    /// The first connection to a peer opened.
+    PeerConnected(PeerId),
+    /// The last connection to a peer closed.
+    PeerDisconnected(PeerId),
+}
+
+/// Starts nodes.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Loads (or creates) the device key and the store in `config.data_dir`, builds the swarm,
+    /// starts listening (waiting until each listener has its address), dials the bootstrap
+    /// peers, and spawns the event loop on the current tokio runtime.
+    pub async fn spawn(
+        config: Config,
+    ) -> Result<(NodeHandle, mpsc::Receiver<NodeEvent>), NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::Setup(e.to_string()))?;
+        let identity =
+            grapevine_crdt::Identity::load_or_create(&config.data_dir.join(IDENTITY_FILE))?;
+        let store = grapevine_crdt::Store::open(&config.data_dir)?;
+        let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
+        let mut swarm = build_swarm(keypair, &config)?;
+        for addr in &config.listen_addrs {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        wait_for_listeners(&mut swarm, config.listen_addrs.len()).await?;
+        for addr in &config.bootstrap {
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "could not dial bootstrap peer");
+            }
+        }
+        let peer_id = *swarm.local_peer_id();
+        let (command_tx, command_rx) = mpsc::channel(config.command_capacity);
+        let (event_tx, event_rx) = mpsc::channel(config.event_capacity);
+        let event_loop =
+            event_loop::EventLoop::new(swarm, store, identity, &config, command_rx, event_tx);
+        tokio::spawn(event_loop.run());
+        Ok((NodeHandle::new(command_tx, peer_id), event_rx))
+    }
+}
+
+/// The error type libp2p's swarm builder takes from fallible setup closures.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn build_swarm(
+    keypair: libp2p::identity::Keypair,
+    config: &Config,
+) -> Result<Swarm<Behaviour>, NodeError> {
+    let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
+    let idle = config.idle_connection_timeout;
+    let swarm = match config.transport {
+        Transport::Tcp => libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| setup(&e))?
+            .with_quic()
+            .with_behaviour(|key| Behaviour::new(key, config).map_err(BoxError::from))
+            .map_err(|e| setup(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|key| {
+                Ok::<_, BoxError>(
+                    MemoryTransport::default()
+                        .upgrade(Version::V1)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default())
+                        .boxed(),
+                )
+            })
+            .map_err(|e| setup(&e))?
+            .with_behaviour(|key| Behaviour::new(key, config).map_err(BoxError::from))
+            .map_err(|e| setup(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+    };
+    Ok(swarm)
+}
+
+/// Drives the swarm until every listener reported an address, so [`NodeHandle::listen_addrs`]
+/// is complete as soon as the node is handed out.
+async fn wait_for_listeners(
+    swarm: &mut Swarm<Behaviour>,
+    listeners: usize,
+) -> Result<(), NodeError> {
+    let mut ready = 0;
+    while ready < listeners {
+        let event = tokio::time::timeout(LISTEN_TIMEOUT, swarm.select_next_some())
+            .await
+            .map_err(|_| NodeError::Setup("no listen address reported in time".into()))?;
+        match event {
+            SwarmEvent::NewListenAddr { .. } => ready += 1,
+            SwarmEvent::ListenerError { error, .. } => {
+                return Err(NodeError::Setup(error.to_string()));
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                return Err(NodeError::Setup(format!(
+                    "listener on {addresses:?} closed: {reason:?}"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

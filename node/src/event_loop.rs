@@ -1,0 +1,377 @@
+//! The one task that owns the swarm and the rooms. Each step of [`EventLoop::run`] handles one
+//! thing: a local command first, then a swarm event, then the periodic sync timer, and, when
+//! nothing else is ready, the batch of gossip received meanwhile.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+
+use grapevine_crdt::{Identity, RecordId, Room, RoomId, Store, SyncSession, Written};
+use libp2p::futures::StreamExt;
+use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
+use libp2p::request_response::OutboundRequestId;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{PeerId, Swarm};
+use tokio::sync::mpsc;
+use tokio::time::Interval;
+
+use crate::NodeEvent;
+use crate::behaviour::{Behaviour, BehaviourEvent, Envelope, room_topic, room_topic_score};
+use crate::config::Config;
+use crate::error::NodeError;
+use crate::handle::Command;
+
+mod gossip;
+mod sync;
+
+/// Gossip messages held for one batch at most: a batch costs about as much as one change, but
+/// verdicts (and so forwarding) wait for it.
+const MAX_GOSSIP_BATCH: usize = grapevine_crdt::room::MAX_RECEIVE_BUFFER;
+
+/// Most request/response rounds in one sync exchange: a bound against a peer that never stops.
+const MAX_SYNC_ROUNDS: u32 = 1_000;
+
+/// Which side of an exchange a session serves; each side of a pair of peers keeps one of each,
+/// so two exchanges started at once by both peers never share state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Role {
+    Initiator,
+    Responder,
+}
+
+/// A joined room and its topic.
+struct Joined {
+    name: String,
+    room: Room,
+    topic: gossipsub::TopicHash,
+}
+
+/// A gossip message handed to its room, waiting for the batch that decides its verdict.
+struct PendingGossip {
+    id: gossipsub::MessageId,
+    source: PeerId,
+}
+
+/// An exchange this node started and is waiting on.
+struct Exchange {
+    peer: PeerId,
+    room: RoomId,
+    rounds: u32,
+}
+
+/// Owns the swarm and every joined room; nothing else touches either.
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    store: Store,
+    identity: Identity,
+    max_message_size: usize,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NodeEvent>,
+    /// Anti-entropy: one sync per room with a random member at each tick.
+    sync_timer: Interval,
+    rooms: HashMap<RoomId, Joined>,
+    topics: HashMap<gossipsub::TopicHash, RoomId>,
+    /// Sync state per peer, room and role; dropped when the peer disconnects.
+    sessions: HashMap<(PeerId, RoomId, Role), SyncSession>,
+    /// Sync requests in flight, tied to the exchange they belong to.
+    exchanges: HashMap<OutboundRequestId, Exchange>,
+    /// Exchanges this node is running, at most one per peer and room.
+    syncing: HashSet<(PeerId, RoomId)>,
+    /// Gossip waiting for its room's next batch, in arrival order.
+    pending_gossip: HashMap<RoomId, Vec<PendingGossip>>,
+    pending_count: usize,
+    /// Bad sync messages per connected peer, which set its gossipsub application score.
+    sync_faults: HashMap<PeerId, u32>,
+    dropped_events: u64,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        store: Store,
+        identity: Identity,
+        config: &Config,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NodeEvent>,
+    ) -> Self {
+        let mut sync_timer = tokio::time::interval(config.sync_interval);
+        sync_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            swarm,
+            store,
+            identity,
+            max_message_size: config.max_message_size,
+            commands,
+            events,
+            sync_timer,
+            rooms: HashMap::new(),
+            topics: HashMap::new(),
+            sessions: HashMap::new(),
+            exchanges: HashMap::new(),
+            syncing: HashSet::new(),
+            pending_gossip: HashMap::new(),
+            pending_count: 0,
+            sync_faults: HashMap::new(),
+            dropped_events: 0,
+        }
+    }
+
+    /// Runs until a shutdown command arrives or every handle is dropped; rooms are flushed first.
+    pub(crate) async fn run(mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(command) => {
+                        if self.handle_command(command).is_break() {
+                            return;
+                        }
+                    }
+                    None => {
+                        self.handle_last_handle_dropped();
+                        return;
+                    }
+                },
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                _ = self.sync_timer.tick() => self.handle_sync_tick(),
+                // Only once the swarm has nothing more ready: gossip arriving together is
+                // applied together.
+                _ = std::future::ready(()), if self.pending_count > 0 => {
+                    self.handle_gossip_batch();
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, event: NodeEvent) {
+        match self.events.try_send(event) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped_events += 1;
+                tracing::warn!(
+                    dropped = self.dropped_events,
+                    "event reader is slow: event dropped"
+                );
+            }
+        }
+    }
+
+    fn warn(&mut self, peer: Option<PeerId>, reason: String) {
+        tracing::warn!(?peer, %reason, "warning");
+        self.emit(NodeEvent::Warning { peer, reason });
+    }
+
+    fn handle_last_handle_dropped(&mut self) {
+        if let Err(e) = self.close_rooms() {
+            tracing::error!(error = %e, "storing rooms at shutdown failed");
+        }
+    }
+
+    /// Flushes and releases every room, so a new node can open the same data directory.
+    fn close_rooms(&mut self) -> Result<(), NodeError> {
+        let mut result = Ok(());
+        for (_, mut joined) in self.rooms.drain() {
+            if let Err(e) = joined.room.flush() {
+                result = Err(e.into());
+            }
+        }
+        result
+    }
+
+    // ---- local commands ----
+
+    /// Answers one command; breaks when the command was to shut down.
+    fn handle_command(&mut self, command: Command) -> ControlFlow<()> {
+        match command {
+            Command::Join(name, reply) => {
+                let _ = reply.send(self.join(&name));
+            }
+            Command::Leave(name, reply) => {
+                let _ = reply.send(self.leave(&name));
+            }
+            Command::Post(name, text, reply) => {
+                let _ = reply.send(self.write(&name, |room| room.post(&text)));
+            }
+            Command::Edit(name, target, text, reply) => {
+                let _ = reply.send(self.write(&name, |room| room.edit(target, &text)));
+            }
+            Command::Delete(name, target, reply) => {
+                let _ = reply.send(self.write(&name, |room| room.delete(target)));
+            }
+            Command::React(name, target, reaction, on, reply) => {
+                let _ = reply.send(self.write(&name, |room| room.react(target, &reaction, on)));
+            }
+            Command::SetNickname(name, nickname, reply) => {
+                let _ = reply.send(self.write(&name, |room| room.set_profile(&nickname)));
+            }
+            Command::View(name, reply) => {
+                let _ = reply.send(self.joined(&name).map(|j| j.room.view()));
+            }
+            Command::Rooms(reply) => {
+                let mut names: Vec<String> = self.rooms.values().map(|j| j.name.clone()).collect();
+                names.sort();
+                let _ = reply.send(Ok(names));
+            }
+            Command::Peers(reply) => {
+                let _ = reply.send(Ok(self.swarm.connected_peers().copied().collect()));
+            }
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(Ok(self.swarm.listeners().cloned().collect()));
+            }
+            Command::Dial(addr, reply) => {
+                let result = self
+                    .swarm
+                    .dial(addr)
+                    .map_err(|e| NodeError::Dial(e.to_string()));
+                let _ = reply.send(result);
+            }
+            Command::Shutdown(reply) => {
+                let _ = reply.send(self.close_rooms());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn joined(&mut self, name: &str) -> Result<&mut Joined, NodeError> {
+        let id = RoomId::for_public_name(name)?;
+        self.rooms
+            .get_mut(&id)
+            .ok_or_else(|| NodeError::NotJoined(name.to_string()))
+    }
+
+    fn join(&mut self, name: &str) -> Result<(), NodeError> {
+        let id = RoomId::for_public_name(name)?;
+        if self.rooms.contains_key(&id) {
+            return Ok(());
+        }
+        let (room, problems) = Room::open(&self.store, id, self.identity.clone())?;
+        for problem in problems {
+            self.warn(
+                None,
+                format!(
+                    "room {name}: {} bytes of {} set aside at offset {} ({:?})",
+                    problem.bytes,
+                    problem.file.display(),
+                    problem.offset,
+                    problem.reason
+                ),
+            );
+        }
+        let topic = room_topic(id);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_topic_params(topic.clone(), room_topic_score())
+        {
+            tracing::warn!(error = %e, "room topic scoring not set");
+        }
+        let hash = topic.hash();
+        self.topics.insert(hash.clone(), id);
+        self.rooms.insert(
+            id,
+            Joined {
+                name: name.to_string(),
+                room,
+                topic: hash.clone(),
+            },
+        );
+        let members: Vec<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&hash))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in members {
+            self.start_sync(peer, id);
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, name: &str) -> Result<(), NodeError> {
+        let id = RoomId::for_public_name(name)?;
+        let Some(mut joined) = self.rooms.remove(&id) else {
+            return Err(NodeError::NotJoined(name.to_string()));
+        };
+        self.topics.remove(&joined.topic);
+        for message in self.pending_gossip.remove(&id).unwrap_or_default() {
+            self.pending_count -= 1;
+            self.report_verdict(&message.id, &message.source, MessageAcceptance::Ignore);
+        }
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .unsubscribe(&room_topic(id));
+        self.sessions.retain(|(_, room, _), _| *room != id);
+        self.syncing.retain(|(_, room)| *room != id);
+        joined.room.flush()?;
+        Ok(())
+    }
+
+    /// Writes a record, stores it durably, then publishes its change.
+    fn write(
+        &mut self,
+        name: &str,
+        write: impl FnOnce(&mut Room) -> Result<Written, grapevine_crdt::RoomError>,
+    ) -> Result<RecordId, NodeError> {
+        let joined = self.joined(name)?;
+        let written = write(&mut joined.room)?;
+        joined.room.flush()?;
+        let topic = joined.topic.clone();
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, Envelope::encode(&written.change))
+        {
+            // Nobody to tell yet, or already told: sync delivers the record later.
+            Ok(_) | Err(PublishError::NoPeersSubscribedToTopic | PublishError::Duplicate) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing a record failed; sync will deliver it")
+            }
+        }
+        Ok(written.id)
+    }
+
+    // ---- swarm events ----
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.handle_gossip(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.handle_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(_) | BehaviourEvent::Ping(_)) => {}
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } if num_established.get() == 1 => self.emit(NodeEvent::PeerConnected(peer_id)),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => self.handle_peer_gone(peer_id),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_peer_gone(&mut self, peer: PeerId) {
+        self.sync_faults.remove(&peer);
+        self.sessions.retain(|(p, _, _), _| *p != peer);
+        self.syncing.retain(|(p, _)| *p != peer);
+        self.exchanges.retain(|_, exchange| exchange.peer != peer);
+        self.emit(NodeEvent::PeerDisconnected(peer));
+    }
+}

@@ -1,0 +1,155 @@
+//! Room gossip: cheap checks on arrival, then one batch per room decides every verdict.
+
+use std::collections::HashSet;
+
+use grapevine_crdt::{ApplyReport, Received, RecordId, RoomId};
+use libp2p::PeerId;
+use libp2p::gossipsub::{self, MessageAcceptance};
+
+use super::{EventLoop, MAX_GOSSIP_BATCH, PendingGossip};
+use crate::NodeEvent;
+use crate::behaviour::Envelope;
+
+impl EventLoop {
+    pub(super) fn handle_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                if let Some(verdict) = self.check_gossip(propagation_source, &message_id, &message)
+                {
+                    self.report_verdict(&message_id, &propagation_source, verdict);
+                }
+                if self.pending_count >= MAX_GOSSIP_BATCH {
+                    self.handle_gossip_batch();
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                if let Some(&room) = self.topics.get(&topic) {
+                    self.start_sync(peer_id, room);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn report_verdict(
+        &mut self,
+        id: &gossipsub::MessageId,
+        source: &PeerId,
+        verdict: MessageAcceptance,
+    ) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, source, verdict);
+    }
+
+    /// The cheap checks of one gossip message (size, topic, envelope). A message that passes is
+    /// handed to its room and gets its verdict with the next batch (`None` here).
+    fn check_gossip(
+        &mut self,
+        peer: PeerId,
+        id: &gossipsub::MessageId,
+        message: &gossipsub::Message,
+    ) -> Option<MessageAcceptance> {
+        if message.data.len() > self.max_message_size {
+            let reason = format!("gossip of {} bytes is too large", message.data.len());
+            self.warn(Some(peer), reason);
+            return Some(MessageAcceptance::Reject);
+        }
+        let Some(&room_id) = self.topics.get(&message.topic) else {
+            return Some(MessageAcceptance::Ignore);
+        };
+        let envelope = match Envelope::decode(&message.data) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                self.warn(Some(peer), format!("undecodable gossip envelope: {e}"));
+                return Some(MessageAcceptance::Reject);
+            }
+        };
+        let Some(joined) = self.rooms.get_mut(&room_id) else {
+            return Some(MessageAcceptance::Ignore);
+        };
+        if let Err(e) = joined.room.receive(&envelope.c) {
+            tracing::error!(error = %e, "applying gossiped changes failed");
+            return Some(MessageAcceptance::Ignore);
+        }
+        self.pending_gossip
+            .entry(room_id)
+            .or_default()
+            .push(PendingGossip {
+                id: id.clone(),
+                source: peer,
+            });
+        self.pending_count += 1;
+        None
+    }
+
+    /// Applies every room's held gossip in one batch per room (the room's validation drops
+    /// duplicates before checking any signature), then reports each message's verdict: applied
+    /// or waiting → accept, duplicate → ignore, invalid → reject.
+    pub(super) fn handle_gossip_batch(&mut self) {
+        self.pending_count = 0;
+        for (room_id, pending) in std::mem::take(&mut self.pending_gossip) {
+            let Some(joined) = self.rooms.get_mut(&room_id) else {
+                continue;
+            };
+            let report = match joined.room.apply_received() {
+                Ok(report) => report,
+                Err(e) => {
+                    tracing::error!(error = %e, "applying gossiped changes failed");
+                    ApplyReport::default()
+                }
+            };
+            let mut waiting_on = HashSet::new();
+            for (i, message) in pending.iter().enumerate() {
+                let verdict = match report.outcomes.get(i) {
+                    Some(Ok(Received::Applied(_))) => MessageAcceptance::Accept,
+                    Some(Ok(Received::Waiting)) => {
+                        waiting_on.insert(message.source);
+                        MessageAcceptance::Accept
+                    }
+                    Some(Ok(Received::Duplicate)) | None => MessageAcceptance::Ignore,
+                    Some(Err(rejection)) => {
+                        let reason = format!("invalid change gossiped: {rejection}");
+                        self.warn(Some(message.source), reason);
+                        MessageAcceptance::Reject
+                    }
+                };
+                self.report_verdict(&message.id, &message.source, verdict);
+            }
+            self.stored(room_id, &report.new_records().collect::<Vec<_>>());
+            for peer in waiting_on {
+                self.start_sync(peer, room_id);
+            }
+        }
+    }
+
+    /// Flushes a room that gained records and reports them.
+    pub(super) fn stored(&mut self, room_id: RoomId, new: &[RecordId]) {
+        if new.is_empty() {
+            return;
+        }
+        let Some(joined) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        if let Err(e) = joined.room.flush() {
+            tracing::error!(error = %e, "storing received records failed");
+            return;
+        }
+        let records: Vec<_> = new
+            .iter()
+            .filter_map(|id| joined.room.record(id).cloned())
+            .collect();
+        for record in records {
+            self.emit(NodeEvent::RecordReceived {
+                room: room_id,
+                record,
+            });
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! History sync over `/grapevine/sync/1`: exchanges this node starts (on a peer's subscription,
+//! on a gap, on the timer) and answers to the exchanges others start.
+
+use grapevine_crdt::{RoomId, SyncError};
+use libp2p::PeerId;
+use libp2p::request_response::{self, OutboundRequestId};
+use rand::seq::IndexedRandom;
+
+use super::{EventLoop, Exchange, MAX_SYNC_ROUNDS, Role};
+use crate::behaviour::{SYNC_FAULT_SCORE, SyncRequest, SyncResponse};
+
+impl EventLoop {
+    pub(super) fn handle_sync_tick(&mut self) {
+        let mut rng = rand::rng();
+        let mut picks = Vec::new();
+        for (&room, joined) in &self.rooms {
+            let members: Vec<PeerId> = self
+                .swarm
+                .behaviour()
+                .gossipsub
+                .all_peers()
+                .filter(|(_, topics)| topics.contains(&&joined.topic))
+                .map(|(peer, _)| *peer)
+                .collect();
+            if let Some(&peer) = members.choose(&mut rng) {
+                picks.push((peer, room));
+            }
+        }
+        for (peer, room) in picks {
+            self.start_sync(peer, room);
+        }
+    }
+
+    /// Starts an exchange with `peer` about `room` unless one is already running.
+    pub(super) fn start_sync(&mut self, peer: PeerId, room: RoomId) {
+        if !self.rooms.contains_key(&room) || !self.syncing.insert((peer, room)) {
+            return;
+        }
+        let session = self
+            .sessions
+            .entry((peer, room, Role::Initiator))
+            .or_default();
+        session.reset();
+        let Some(joined) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        match joined.room.generate_sync_message(session) {
+            Ok(message) => self.send_sync(peer, room, true, message, 0),
+            Err(e) => {
+                self.syncing.remove(&(peer, room));
+                tracing::error!(error = %e, "generating a sync message failed");
+            }
+        }
+    }
+
+    fn send_sync(
+        &mut self,
+        peer: PeerId,
+        room: RoomId,
+        start: bool,
+        message: Option<Vec<u8>>,
+        rounds: u32,
+    ) {
+        let request = SyncRequest {
+            room,
+            start,
+            message,
+        };
+        let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+        self.exchanges.insert(id, Exchange { peer, room, rounds });
+    }
+
+    pub(super) fn handle_sync(
+        &mut self,
+        event: request_response::Event<SyncRequest, SyncResponse>,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let response = self.answer_sync(peer, request);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, response);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.continue_sync(request_id, response),
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(exchange) = self.exchanges.remove(&request_id) {
+                    self.syncing.remove(&(exchange.peer, exchange.room));
+                    tracing::debug!(peer = %exchange.peer, %error, "sync request failed");
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "answering a sync request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Reports a bad sync message and lowers the sender's gossipsub score, so repeat offenders
+    /// end up graylisted.
+    fn sync_fault(&mut self, peer: PeerId, error: &SyncError) {
+        let faults = self.sync_faults.entry(peer).or_default();
+        *faults += 1;
+        let score = SYNC_FAULT_SCORE * f64::from(*faults);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, score);
+        self.warn(Some(peer), format!("bad sync message: {error}"));
+    }
+
+    /// Answers one sync request as the responder.
+    fn answer_sync(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
+        let room_id = request.room;
+        let Some(joined) = self.rooms.get_mut(&room_id) else {
+            return SyncResponse { message: None };
+        };
+        let session = self
+            .sessions
+            .entry((peer, room_id, Role::Responder))
+            .or_default();
+        if request.start {
+            session.reset();
+        }
+        let mut new = Vec::new();
+        if let Some(message) = &request.message {
+            match joined.room.receive_sync_message(session, message) {
+                Ok(progress) => new = progress.new_records,
+                Err(e) => {
+                    session.reset();
+                    self.sync_fault(peer, &e);
+                    return SyncResponse { message: None };
+                }
+            }
+        }
+        let reply = match joined.room.generate_sync_message(session) {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::error!(error = %e, "generating a sync message failed");
+                None
+            }
+        };
+        self.stored(room_id, &new);
+        SyncResponse { message: reply }
+    }
+
+    /// Takes a response as the initiator and sends the next request, or ends the exchange.
+    fn continue_sync(&mut self, request_id: OutboundRequestId, response: SyncResponse) {
+        let Some(Exchange { peer, room, rounds }) = self.exchanges.remove(&request_id) else {
+            return;
+        };
+        let (Some(joined), Some(session)) = (
+            self.rooms.get_mut(&room),
+            self.sessions.get_mut(&(peer, room, Role::Initiator)),
+        ) else {
+            self.syncing.remove(&(peer, room));
+            return;
+        };
+        let mut new = Vec::new();
+        if let Some(message) = &response.message {
+            match joined.room.receive_sync_message(session, message) {
+                Ok(progress) => new = progress.new_records,
+                Err(e) => {
+                    session.reset();
+                    self.syncing.remove(&(peer, room));
+                    self.sync_fault(peer, &e);
+                    return;
+                }
+            }
+        }
+        let next = match joined.room.generate_sync_message(session) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "generating a sync message failed");
+                None
+            }
+        };
+        self.stored(room, &new);
+        let done = next.is_none() && response.message.is_none();
+        if done || rounds + 1 >= MAX_SYNC_ROUNDS {
+            if !done {
+                tracing::warn!(%peer, "sync exchange cut off after {MAX_SYNC_ROUNDS} rounds");
+            }
+            self.syncing.remove(&(peer, room));
+        } else {
+            self.send_sync(peer, room, false, next, rounds + 1);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The cloneable handle through which the rest of the program drives a node.
+
+use grapevine_crdt::{RecordId, RoomView};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::NodeError;
+
+/// The reply channel of one command.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+/// What a handle asks of the event loop; each carries its own reply channel.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Join(String, Reply<()>),
+    Leave(String, Reply<()>),
+    Post(String, String, Reply<RecordId>),
+    Edit(String, RecordId, String, Reply<RecordId>),
+    Delete(String, RecordId, Reply<RecordId>),
+    React(String, RecordId, String, bool, Reply<RecordId>),
+    SetNickname(String, String, Reply<RecordId>),
+    View(String, Reply<RoomView>),
+    Rooms(Reply<Vec<String>>),
+    Peers(Reply<Vec<PeerId>>),
+    ListenAddrs(Reply<Vec<Multiaddr>>),
+    Dial(Multiaddr, Reply<()>),
+    Shutdown(Reply<()>),
+}
+
+/// Drives a running node. Cheap to clone; when the last clone is dropped the node shuts down.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+}
+
+impl NodeHandle {
+    pub(crate) fn new(commands: mpsc::Sender<Command>, peer_id: PeerId) -> Self {
+        Self { commands, peer_id }
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// This node's peer id (derived from the device key, so it names the same author as records).
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Joins a public room: opens its files, subscribes to its topic and syncs with its members.
+    pub async fn join(&self, room: &str) -> Result<(), NodeError> {
+        let room = room.to_string();
+        self.ask(|r| Command::Join(room, r)).await
+    }
+
+    /// Leaves a room: stores it and stops gossiping and syncing it.
+    pub async fn leave(&self, room: &str) -> Result<(), NodeError> {
+        let room = room.to_string();
+        self.ask(|r| Command::Leave(room, r)).await
+    }
+
+    /// Posts a message; returns once it is stored durably (then it is published).
+    pub async fn post(&self, room: &str, text: &str) -> Result<RecordId, NodeError> {
+        let (room, text) = (room.to_string(), text.to_string());
+        self.ask(|r| Command::Post(room, text, r)).await
+    }
+
+    /// Replaces the text of one of this device's messages.
+    pub async fn edit(
+        &self,
+        room: &str,
+        target: RecordId,
+        text: &str,
+    ) -> Result<RecordId, NodeError> {
+        let (room, text) = (room.to_string(), text.to_string());
+        self.ask(|r| Command::Edit(room, target, text, r)).await
+    }
+
+    /// Deletes one of this device's messages (a tombstone record).
+    pub async fn delete(&self, room: &str, target: RecordId) -> Result<RecordId, NodeError> {
+        let room = room.to_string();
+        self.ask(|r| Command::Delete(room, target, r)).await
+    }
+
+    /// Adds (`on`) or takes back a reaction to a message.
+    pub async fn react(
+        &self,
+        room: &str,
+        target: RecordId,
+        reaction: &str,
+        on: bool,
+    ) -> Result<RecordId, NodeError> {
+        let (room, reaction) = (room.to_string(), reaction.to_string());
+        self.ask(|r| Command::React(room, target, reaction, on, r))
+            .await
+    }
+
+    /// Sets this device's nickname in a room.
+    pub async fn set_nickname(&self, room: &str, nickname: &str) -> Result<RecordId, NodeError> {
+        let (room, nickname) = (room.to_string(), nickname.to_string());
+        self.ask(|r| Command::SetNickname(room, nickname, r)).await
+    }
+
+    /// The room as people see it, for display.
+    pub async fn view(&self, room: &str) -> Result<RoomView, NodeError> {
+        let room = room.to_string();
+        self.ask(|r| Command::View(room, r)).await
+    }
+
+    /// The names of the joined rooms.
+    pub async fn rooms(&self) -> Result<Vec<String>, NodeError> {
+        self.ask(Command::Rooms).await
+    }
+
+    /// The peers this node is connected to.
+    pub async fn peers(&self) -> Result<Vec<PeerId>, NodeError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// The addresses this node listens on, so others can dial it.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        self.ask(Command::ListenAddrs).await
+    }
+
+    /// Starts dialling an address; a [`crate::NodeEvent::PeerConnected`] follows on success.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.ask(|r| Command::Dial(addr, r)).await
+    }
+
+    /// Stores every room and stops the node; returns once the rooms' files are released.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        self.ask(Command::Shutdown).await
+    }
+}

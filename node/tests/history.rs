@@ -1,0 +1,73 @@
+//! History reaches peers that were not there: late joiners and restarted peers.
+
+mod common;
+
+use std::time::Instant;
+
+use anyhow::Result;
+use grapevine_node::{Node, Transport};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_receives_full_history_of_1000_messages() -> Result<()> {
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, _events_a) = Node::spawn(common::config(dir_a.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    for i in 0..1_000 {
+        a.post("lobby", &format!("message {i}")).await?;
+    }
+
+    let started = Instant::now();
+    let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
+    common::connect(&b, &a).await?;
+    b.join("lobby").await?;
+    common::wait_for_messages(&b, "lobby", 1_000).await?;
+    println!(
+        "late joiner synced 1,000 messages in {:?}",
+        started.elapsed()
+    );
+
+    let (view_a, view_b) = (a.view("lobby").await?, b.view("lobby").await?);
+    assert_eq!(view_a.messages.len(), view_b.messages.len());
+    assert_eq!(view_a, view_b);
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_peer_keeps_its_history_and_catches_up() -> Result<()> {
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, _events_a) = Node::spawn(common::config(dir_a.path(), Transport::Tcp)).await?;
+    let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Tcp)).await?;
+    a.join("lobby").await?;
+    b.join("lobby").await?;
+    common::connect(&b, &a).await?;
+    a.post("lobby", "before the restart").await?;
+    b.post("lobby", "b was here").await?;
+    common::wait_for_messages(&b, "lobby", 2).await?;
+    let before = b.view("lobby").await?;
+    let b_peer = b.peer_id();
+    b.shutdown().await?;
+
+    a.post("lobby", "while b was away").await?;
+
+    let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Tcp)).await?;
+    assert_eq!(
+        b.peer_id(),
+        b_peer,
+        "the identity is kept in the data directory"
+    );
+    b.join("lobby").await?;
+    assert_eq!(
+        b.view("lobby").await?,
+        before,
+        "history survives the restart"
+    );
+
+    common::connect(&b, &a).await?;
+    common::wait_for_messages(&b, "lobby", 3).await?;
+    assert_eq!(b.view("lobby").await?, a.view("lobby").await?);
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}

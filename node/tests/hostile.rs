@@ -1,0 +1,183 @@
+//! A raw gossipsub peer publishing junk on a room topic is refused, and the node keeps working.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use grapevine_node::behaviour::{SYNC_PROTOCOL, SyncCodec, SyncRequest};
+use grapevine_node::crdt::RoomId;
+use grapevine_node::{Node, NodeEvent, Transport, room_topic};
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::MemoryTransport;
+use libp2p::core::upgrade::Version;
+use libp2p::futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Transport as _, gossipsub, noise, yamux};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The memory transport with Noise and Yamux, as the node builds it.
+fn memory_transport(
+    key: &Keypair,
+) -> Result<libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)>, BoxError> {
+    Ok(MemoryTransport::default()
+        .upgrade(Version::V1)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .boxed())
+}
+
+/// A bare gossipsub peer on the memory transport that dials `target`, subscribes to `topic`, and
+/// publishes each payload once anyone there listens. Runs until the returned task is aborted.
+fn spawn_hostile_peer(
+    target: Multiaddr,
+    topic: gossipsub::IdentTopic,
+    payloads: Vec<Vec<u8>>,
+) -> Result<(libp2p::PeerId, tokio::task::JoinHandle<()>)> {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(memory_transport)?
+        .with_behaviour(|key| {
+            let config = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .heartbeat_initial_delay(Duration::from_millis(50))
+                .heartbeat_interval(Duration::from_millis(100))
+                .build()?;
+            let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                config,
+            )?;
+            Ok(behaviour)
+        })?
+        .build();
+    let peer = *swarm.local_peer_id();
+    swarm.behaviour_mut().subscribe(&topic)?;
+    swarm.dial(target)?;
+    let task = tokio::spawn(async move {
+        let mut pending = payloads;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = swarm.select_next_some() => {}
+                _ = tick.tick() => {
+                    while let Some(payload) = pending.last() {
+                        match swarm.behaviour_mut().publish(topic.clone(), payload.clone()) {
+                            Ok(_) => { pending.pop(); }
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok((peer, task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_on_a_room_topic_is_rejected_and_the_node_keeps_working() -> Result<()> {
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, mut events_a) = Node::spawn(common::config(dir_a.path(), Transport::Memory)).await?;
+    let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    b.join("lobby").await?;
+
+    let mut junk_change = Vec::new();
+    ciborium::into_writer(
+        &ciborium::Value::Map(vec![(
+            ciborium::Value::Text("c".into()),
+            ciborium::Value::Bytes(b"not an automerge change".to_vec()),
+        )]),
+        &mut junk_change,
+    )?;
+    let payloads = vec![b"\xff\x00 garbage".to_vec(), junk_change];
+    let target = a.listen_addrs().await?.remove(0);
+    let topic = room_topic(RoomId::for_public_name("lobby")?);
+    let (hostile, task) = spawn_hostile_peer(target, topic, payloads)?;
+
+    for _ in 0..2 {
+        common::next_matching(&mut events_a, |e| match e {
+            NodeEvent::Warning { peer, reason } if *peer == Some(hostile) => Some(reason.clone()),
+            _ => None,
+        })
+        .await?;
+    }
+
+    common::connect(&b, &a).await?;
+    let id = b.post("lobby", "still here").await?;
+    common::next_matching(&mut events_a, |e| match e {
+        NodeEvent::RecordReceived { record, .. } if record.id == id => Some(()),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(a.view("lobby").await?.messages.len(), 1);
+    task.abort();
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_sync_message_is_refused_and_sync_keeps_working() -> Result<()> {
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, mut events_a) = Node::spawn(common::config(dir_a.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    for i in 0..3 {
+        a.post("lobby", &format!("message {i}")).await?;
+    }
+
+    let mut hostile = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(memory_transport)?
+        .with_behaviour(|_| {
+            request_response::Behaviour::<SyncCodec>::new(
+                [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default(),
+            )
+        })?
+        .build();
+    let hostile_id = *hostile.local_peer_id();
+    hostile.dial(a.listen_addrs().await?.remove(0))?;
+    let request = SyncRequest {
+        room: RoomId::for_public_name("lobby")?,
+        start: true,
+        message: Some(b"\x01 not a sync message".to_vec()),
+    };
+    let response = tokio::time::timeout(common::WAIT, async {
+        loop {
+            match hostile.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    hostile
+                        .behaviour_mut()
+                        .send_request(&peer_id, request.clone());
+                }
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                }) => return response,
+                _ => {}
+            }
+        }
+    })
+    .await?;
+    assert!(
+        response.message.is_none(),
+        "a refused message gets no answer"
+    );
+    common::next_matching(&mut events_a, |e| match e {
+        NodeEvent::Warning { peer, reason } if *peer == Some(hostile_id) => Some(reason.clone()),
+        _ => None,
+    })
+    .await?;
+    drop(hostile);
+
+    let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
+    common::connect(&b, &a).await?;
+    b.join("lobby").await?;
+    common::wait_for_messages(&b, "lobby", 3).await?;
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}
