@@ -8,6 +8,7 @@
 //! `cargo bench -p grapevine-node --bench gossip`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,9 @@ struct Run {
     max: f64,
 }
 
+/// Sequence numbers of published records, unique across runs so that no two records share a key.
+static NEXT_RECORD: AtomicU64 = AtomicU64::new(0);
+
 /// Publishes at `rate` for [`RUN`] with `publish`, waits [`GRACE`], and summarises.
 async fn run_at<F, Fut>(ledger: &Shared, rate: u32, mut publish: F) -> Result<Run>
 where
@@ -98,7 +102,7 @@ where
         let due = start + interval * n as u32;
         tokio::time::sleep_until(due.into()).await;
         let sent = Instant::now();
-        let key = publish(n).await?;
+        let key = publish(NEXT_RECORD.fetch_add(1, Ordering::Relaxed)).await?;
         ledger
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?
