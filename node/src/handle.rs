@@ -22,6 +22,7 @@ pub(crate) enum Command {
     View(String, Reply<RoomView>),
     Rooms(Reply<Vec<String>>),
     Peers(Reply<Vec<PeerId>>),
+    Connections(Reply<u32>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Dial(Multiaddr, Reply<()>),
     Shutdown(Reply<()>),
@@ -121,6 +122,12 @@ impl NodeHandle {
     /// The peers this node is connected to.
     pub async fn peers(&self) -> Result<Vec<PeerId>, NodeError> {
         self.ask(Command::Peers).await
+    }
+
+    /// How many connections are established now, so the program (and tests) can watch the
+    /// connection limits hold.
+    pub async fn connections(&self) -> Result<u32, NodeError> {
+        self.ask(Command::Connections).await
     }
 
     /// The addresses this node listens on, so others can dial it.

@@ -1,0 +1,150 @@
+//! Peers that know only a bootstrap node find their room's other members through Kademlia
+//! provider records, and their connections stay within the configured limits.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use grapevine_node::{Config, Limits, Node, NodeEvent, NodeHandle, Transport};
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+const MEMBERS: usize = 10;
+const PUBLISHERS: usize = 3;
+const ROOM: &str = "lobby";
+/// Below the 10 a full mesh of members plus the bootstrap node would need.
+const MEMBER_MAX_CONNECTIONS: u32 = 8;
+
+/// A bootstrap node that serves the DHT and is not in the room, and members that know only it.
+struct Network {
+    bootstrap: NodeHandle,
+    members: Vec<NodeHandle>,
+    _dirs: Vec<TempDir>,
+    _events: Vec<mpsc::Receiver<NodeEvent>>,
+}
+
+fn server_config(dir: &TempDir) -> Config {
+    Config {
+        reachable: true,
+        room_lookup_interval: Duration::from_secs(1),
+        ..common::config(dir.path(), Transport::Memory)
+    }
+}
+
+async fn network() -> Result<Network> {
+    let mut dirs = Vec::new();
+    let mut events = Vec::new();
+    dirs.push(tempfile::tempdir()?);
+    let (bootstrap, rx) = Node::spawn(server_config(&dirs[0])).await?;
+    events.push(rx);
+    let addr: Multiaddr = bootstrap
+        .listen_addrs()
+        .await?
+        .into_iter()
+        .next()
+        .context("no listen address")?
+        .with(Protocol::P2p(bootstrap.peer_id()));
+    let mut members = Vec::new();
+    for _ in 0..MEMBERS {
+        let dir = tempfile::tempdir()?;
+        let config = Config {
+            bootstrap: vec![addr.clone()],
+            limits: Limits {
+                max_established: MEMBER_MAX_CONNECTIONS,
+                ..Limits::default()
+            },
+            ..server_config(&dir)
+        };
+        let (member, rx) = Node::spawn(config).await?;
+        member.join(ROOM).await?;
+        members.push(member);
+        dirs.push(dir);
+        events.push(rx);
+    }
+    Ok(Network {
+        bootstrap,
+        members,
+        _dirs: dirs,
+        _events: events,
+    })
+}
+
+/// Three members post; waits until every member sees all three messages.
+async fn exchange_messages(network: &Network) -> Result<()> {
+    for (i, publisher) in network.members.iter().take(PUBLISHERS).enumerate() {
+        publisher.post(ROOM, &format!("hello from {i}")).await?;
+    }
+    for member in &network.members {
+        common::wait_for_messages(member, ROOM, PUBLISHERS).await?;
+    }
+    Ok(())
+}
+
+async fn shutdown(network: Network) -> Result<()> {
+    for member in &network.members {
+        member.shutdown().await?;
+    }
+    network.bootstrap.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_peers_knowing_only_a_bootstrap_node_all_receive_every_message() -> Result<()> {
+    let started = Instant::now();
+    let network = network().await?;
+    exchange_messages(&network).await?;
+    println!(
+        "{MEMBERS} peers found each other and exchanged {PUBLISHERS} messages in {:?}",
+        started.elapsed()
+    );
+    let expected = network.members[0].view(ROOM).await?;
+    for member in &network.members {
+        assert_eq!(member.view(ROOM).await?.messages, expected.messages);
+    }
+    assert!(
+        network.bootstrap.rooms().await?.is_empty(),
+        "the bootstrap node is not in the room, so members reached each other directly"
+    );
+    shutdown(network).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stay_within_the_configured_limits() -> Result<()> {
+    let network = network().await?;
+    let handles: Vec<NodeHandle> = network.members.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut most = vec![0u32; handles.len()];
+            while !stop.load(Ordering::Relaxed) {
+                for (handle, most) in handles.iter().zip(&mut most) {
+                    *most = (*most).max(handle.connections().await?);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok(most)
+        }
+    });
+    exchange_messages(&network).await?;
+    // Let further lookups run after the messages are in.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let most = tokio::time::timeout(common::WAIT, sampler).await???;
+    println!("most connections per member: {most:?}");
+    for (i, most) in most.into_iter().enumerate() {
+        assert!(
+            most <= MEMBER_MAX_CONNECTIONS,
+            "member {i} had {most} connections, above {MEMBER_MAX_CONNECTIONS}"
+        );
+        assert!(most >= 1, "member {i} never connected");
+    }
+    let bootstrap = network.bootstrap.connections().await?;
+    assert!(bootstrap <= Limits::default().max_established);
+    shutdown(network).await
+}
