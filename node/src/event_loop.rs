@@ -217,9 +217,7 @@ impl EventLoop {
                 let _ = reply.send(self.joined(&name).map(|j| j.room.view()));
             }
             Command::Rooms(reply) => {
-                let mut names: Vec<String> = self.rooms.values().map(|j| j.name.clone()).collect();
-                names.sort();
-                let _ = reply.send(Ok(names));
+                let _ = reply.send(Ok(self.room_names()));
             }
             Command::Peers(reply) => {
                 let _ = reply.send(Ok(self.swarm.connected_peers().copied().collect()));
@@ -244,6 +242,27 @@ impl EventLoop {
             }
         }
         ControlFlow::Continue(())
+    }
+
+    /// Joins the rooms saved by a previous run; one that fails is reported and skipped.
+    pub(crate) fn rejoin(&mut self, names: &[String]) {
+        for name in names {
+            if let Err(e) = self.join(name) {
+                self.warn(None, format!("rejoining room {name}: {e}"));
+            }
+        }
+    }
+
+    /// The joined rooms' names, sorted.
+    fn room_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.rooms.values().map(|j| j.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// Saves the joined rooms' names, so the next start rejoins them.
+    fn save_room_list(&self) -> Result<(), NodeError> {
+        crate::room_list::save(self.store.dir(), &self.room_names())
     }
 
     fn joined(&mut self, name: &str) -> Result<&mut Joined, NodeError> {
@@ -307,7 +326,7 @@ impl EventLoop {
             self.start_sync(peer, id);
         }
         self.discover_room(id);
-        Ok(())
+        self.save_room_list()
     }
 
     fn leave(&mut self, name: &str) -> Result<(), NodeError> {
@@ -327,6 +346,7 @@ impl EventLoop {
         self.sessions.retain(|(_, room, _), _| *room != id);
         self.syncing.retain(|(_, room)| *room != id);
         self.forget_room(id);
+        self.save_room_list()?;
         joined.room.flush()?;
         Ok(())
     }

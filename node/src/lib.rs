@@ -10,6 +10,7 @@
 //! - [`behaviour`]: the composed libp2p behaviour (connection limits, gossipsub rooms,
 //!   `/grapevine/sync/1` history sync, identify, ping, Kademlia `/grapevine/kad/1.0.0`, mDNS)
 //!   and the wire formats of gossip envelopes and sync requests.
+//! - `room_list`: the joined rooms' names, saved in the data directory and rejoined at start.
 //! - [`error`]: the error type, [`NodeError`].
 
 pub mod behaviour;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod error;
 mod event_loop;
 pub mod handle;
+mod room_list;
 
 use grapevine_crdt::{IndexedRecord, RoomId};
 use libp2p::core::transport::MemoryTransport;
@@ -32,6 +34,7 @@ pub use config::{Config, Limits, Transport};
 pub use error::NodeError;
 pub use grapevine_crdt as crdt;
 pub use handle::NodeHandle;
+pub use room_list::ROOM_LIST_FILE;
 
 use behaviour::Behaviour;
 
@@ -70,7 +73,7 @@ pub struct Node;
 impl Node {
     /// Loads (or creates) the device key and the store in `config.data_dir`, builds the swarm,
     /// starts listening (waiting until each listener has its address), dials the bootstrap
-    /// peers, and spawns the event loop on the current tokio runtime.
+    /// peers, rejoins the rooms joined before the last stop, and spawns the event loop on the current tokio runtime.
     pub async fn spawn(
         config: Config,
     ) -> Result<(NodeHandle, mpsc::Receiver<NodeEvent>), NodeError> {
@@ -105,8 +108,10 @@ impl Node {
         let peer_id = *swarm.local_peer_id();
         let (command_tx, command_rx) = mpsc::channel(config.command_capacity);
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity);
-        let event_loop =
+        let rooms = room_list::load(&config.data_dir)?;
+        let mut event_loop =
             event_loop::EventLoop::new(swarm, store, identity, &config, command_rx, event_tx);
+        event_loop.rejoin(&rooms);
         tokio::spawn(event_loop.run());
         Ok((NodeHandle::new(command_tx, peer_id), event_rx))
     }
