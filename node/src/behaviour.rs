@@ -19,7 +19,7 @@ use libp2p::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::{Config, Transport};
 
 /// Protocol id of history sync; the version moves when the wire format does.
 pub const SYNC_PROTOCOL: &str = "/grapevine/sync/1";
@@ -231,7 +231,8 @@ impl Behaviour {
         let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kad_config);
         // Auto mode is a client until an external address is confirmed.
         kad.set_mode(config.reachable.then_some(kad::Mode::Server));
-        let mdns = if config.mdns {
+        // The memory transport has no local network to search.
+        let mdns = if config.mdns && config.transport == Transport::Tcp {
             Some(
                 mdns::tokio::Behaviour::new(mdns::Config::default(), local)
                     .map_err(|e| e.to_string())?,
@@ -294,5 +295,20 @@ pub(crate) fn room_topic_score() -> gossipsub::TopicScoreParams {
         mesh_failure_penalty_weight: 0.0,
         invalid_message_deliveries_weight: -10.0,
         ..gossipsub::TopicScoreParams::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_provider_key_is_a_sha2_256_multihash_of_the_room_id() {
+        let room = RoomId([7; 32]);
+        let key = room_provider_key(room);
+        let bytes = key.as_ref();
+        assert_eq!(bytes.len(), 34);
+        assert_eq!(&bytes[..2], &[0x12, 0x20]);
+        assert_eq!(&bytes[2..], Sha256::digest([7u8; 32]).as_slice());
     }
 }

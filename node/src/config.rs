@@ -120,7 +120,7 @@ pub struct Config {
     /// advertises those addresses. Otherwise Kademlia stays a client until libp2p confirms an
     /// external address.
     pub reachable: bool,
-    /// Find peers on the local network with mDNS and dial them.
+    /// Find peers on the local network with mDNS and dial them (with [`Transport::Tcp`] only).
     pub mdns: bool,
     /// Interval of the Kademlia lookup (and announcement) of each joined room.
     pub room_lookup_interval: Duration,
