@@ -28,19 +28,20 @@ struct Network {
     _events: Vec<mpsc::Receiver<NodeEvent>>,
 }
 
-fn server_config(dir: &TempDir) -> Config {
+/// Kademlia server mode set explicitly: on loopback, auto mode would stay a client.
+fn server_config(dir: &TempDir, transport: Transport) -> Config {
     Config {
         reachable: true,
         room_lookup_interval: Duration::from_secs(1),
-        ..common::config(dir.path(), Transport::Memory)
+        ..common::config(dir.path(), transport)
     }
 }
 
-async fn network() -> Result<Network> {
+async fn network(transport: Transport, size: usize) -> Result<Network> {
     let mut dirs = Vec::new();
     let mut events = Vec::new();
     dirs.push(tempfile::tempdir()?);
-    let (bootstrap, rx) = Node::spawn(server_config(&dirs[0])).await?;
+    let (bootstrap, rx) = Node::spawn(server_config(&dirs[0], transport)).await?;
     events.push(rx);
     let addr: Multiaddr = bootstrap
         .listen_addrs()
@@ -50,7 +51,7 @@ async fn network() -> Result<Network> {
         .context("no listen address")?
         .with(Protocol::P2p(bootstrap.peer_id()));
     let mut members = Vec::new();
-    for _ in 0..MEMBERS {
+    for _ in 0..size {
         let dir = tempfile::tempdir()?;
         let config = Config {
             bootstrap: vec![addr.clone()],
@@ -58,7 +59,7 @@ async fn network() -> Result<Network> {
                 max_established: MEMBER_MAX_CONNECTIONS,
                 ..Limits::default()
             },
-            ..server_config(&dir)
+            ..server_config(&dir, transport)
         };
         let (member, rx) = Node::spawn(config).await?;
         member.join(ROOM).await?;
@@ -74,13 +75,14 @@ async fn network() -> Result<Network> {
     })
 }
 
-/// Three members post; waits until every member sees all three messages.
+/// Up to three members post; waits until every member sees every message.
 async fn exchange_messages(network: &Network) -> Result<()> {
-    for (i, publisher) in network.members.iter().take(PUBLISHERS).enumerate() {
+    let publishers = network.members.len().min(PUBLISHERS);
+    for (i, publisher) in network.members.iter().take(publishers).enumerate() {
         publisher.post(ROOM, &format!("hello from {i}")).await?;
     }
     for member in &network.members {
-        common::wait_for_messages(member, ROOM, PUBLISHERS).await?;
+        common::wait_for_messages(member, ROOM, publishers).await?;
     }
     Ok(())
 }
@@ -96,7 +98,7 @@ async fn shutdown(network: Network) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_peers_knowing_only_a_bootstrap_node_all_receive_every_message() -> Result<()> {
     let started = Instant::now();
-    let network = network().await?;
+    let network = network(Transport::Memory, MEMBERS).await?;
     exchange_messages(&network).await?;
     println!(
         "{MEMBERS} peers found each other and exchanged {PUBLISHERS} messages in {:?}",
@@ -115,7 +117,7 @@ async fn ten_peers_knowing_only_a_bootstrap_node_all_receive_every_message() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_stay_within_the_configured_limits() -> Result<()> {
-    let network = network().await?;
+    let network = network(Transport::Memory, MEMBERS).await?;
     let handles: Vec<NodeHandle> = network.members.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn({
@@ -146,5 +148,14 @@ async fn connections_stay_within_the_configured_limits() -> Result<()> {
     }
     let bootstrap = network.bootstrap.connections().await?;
     assert!(bootstrap <= Limits::default().max_established);
+    shutdown(network).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_find_each_other_through_a_bootstrap_node_over_tcp() -> Result<()> {
+    let network = network(Transport::Tcp, 2).await?;
+    exchange_messages(&network).await?;
+    let other = network.members[1].peer_id();
+    assert!(network.members[0].peers().await?.contains(&other));
     shutdown(network).await
 }
