@@ -8,24 +8,40 @@ use grapevine_crdt::RoomId;
 use grapevine_crdt::sync::MAX_SYNC_MESSAGE_BYTES;
 use libp2p::futures::{AsyncRead, AsyncWrite};
 use libp2p::identity::Keypair;
+use libp2p::kad::store::MemoryStore;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, gossipsub, identify, ping};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, connection_limits, gossipsub, identify, kad, mdns, memory_connection_limits,
+    ping,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::{Config, Transport};
 
 /// Protocol id of history sync; the version moves when the wire format does.
 pub const SYNC_PROTOCOL: &str = "/grapevine/sync/1";
 /// Protocol version announced by identify.
 pub const IDENTIFY_PROTOCOL: &str = "/grapevine/1.0.0";
+/// Protocol id of our Kademlia DHT: a name of our own keeps Grapevine's DHT apart from IPFS's.
+pub const KAD_PROTOCOL: &str = "/grapevine/kad/1.0.0";
 /// Largest sync request or response on the wire: a crdt sync message plus a little framing.
 pub const MAX_SYNC_FRAME_BYTES: usize = MAX_SYNC_MESSAGE_BYTES + 4 * 1024;
 
 /// The gossipsub topic of a room: every member subscribes to it.
 pub fn room_topic(room: RoomId) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("grapevine/room/{room}"))
+}
+
+/// The Kademlia key under which a room's members announce themselves: a sha2-256 multihash
+/// (`0x12 0x20`, then SHA-256 of the room id), the only key form js-libp2p's DHT accepts.
+pub fn room_provider_key(room: RoomId) -> kad::RecordKey {
+    let mut key = Vec::with_capacity(34);
+    key.extend_from_slice(&[0x12, 0x20]);
+    key.extend_from_slice(&Sha256::digest(room.0));
+    kad::RecordKey::new(&key)
 }
 
 /// What is published on a room topic: one Automerge change, in a CBOR map so fields can be added.
@@ -161,13 +177,18 @@ impl request_response::Codec for SyncCodec {
     }
 }
 
-/// Every protocol of a node: room gossip, history sync, and identify/ping for discovery later.
+/// Every protocol of a node: connection bounds first (so they can refuse before anyone else
+/// acts), then room gossip, history sync, and identify, ping, Kademlia and mDNS for discovery.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) memory: memory_connection_limits::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<MemoryStore>,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 impl Behaviour {
@@ -204,17 +225,53 @@ impl Behaviour {
             keypair.public(),
         ));
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL));
+        let local = keypair.public().to_peer_id();
+        let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        kad_config.set_periodic_bootstrap_interval(Some(KAD_BOOTSTRAP_INTERVAL));
+        let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kad_config);
+        // Auto mode is a client until an external address is confirmed.
+        kad.set_mode(config.reachable.then_some(kad::Mode::Server));
+        // The memory transport has no local network to search.
+        let mdns = if config.mdns && config.transport == Transport::Tcp {
+            Some(
+                mdns::tokio::Behaviour::new(mdns::Config::default(), local)
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+        let l = &config.limits;
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established_per_peer(Some(l.max_established_per_peer))
+                .with_max_established_incoming(Some(l.max_established_incoming))
+                .with_max_established_outgoing(Some(l.max_established_outgoing))
+                .with_max_established(Some(l.max_established))
+                .with_max_pending_incoming(Some(l.max_pending_incoming))
+                .with_max_pending_outgoing(Some(l.max_pending_outgoing)),
+        );
+        let memory =
+            memory_connection_limits::Behaviour::with_max_percentage(l.max_memory_fraction);
         Ok(Self {
+            limits,
+            memory,
             gossipsub,
             sync,
             identify,
             ping,
+            kad,
+            mdns: mdns.into(),
         })
     }
 }
 
 /// Ping interval: libp2p's 15 s default, named here so it is visible beside the other protocols.
 const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Kademlia's own refresh of the routing table: libp2p's 5-minute default. The routing table is
+/// bounded by k-buckets of 20; lookups only open short-lived connections that close when idle,
+/// and the connection limits bound the rest.
+const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// What one failed sync exchange costs a peer, as a gossipsub application score (weighted ×10 by
 /// default): four failures reach the default graylist threshold of -80.
@@ -238,5 +295,20 @@ pub(crate) fn room_topic_score() -> gossipsub::TopicScoreParams {
         mesh_failure_penalty_weight: 0.0,
         invalid_message_deliveries_weight: -10.0,
         ..gossipsub::TopicScoreParams::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_provider_key_is_a_sha2_256_multihash_of_the_room_id() {
+        let room = RoomId([7; 32]);
+        let key = room_provider_key(room);
+        let bytes = key.as_ref();
+        assert_eq!(bytes.len(), 34);
+        assert_eq!(&bytes[..2], &[0x12, 0x20]);
+        assert_eq!(&bytes[2..], Sha256::digest([7u8; 32]).as_slice());
     }
 }

@@ -32,6 +32,67 @@ pub const DEFAULT_COMMAND_CAPACITY: usize = 64;
 /// reader): room for a whole sync batch of records.
 pub const DEFAULT_EVENT_CAPACITY: usize = 4_096;
 
+/// How often each joined room looks up its providers in Kademlia (and announces itself again):
+/// a newcomer is found within a minute, and one DHT walk per room per minute is little traffic.
+pub const DEFAULT_ROOM_LOOKUP_INTERVAL: Duration = Duration::from_secs(60);
+/// A chat node serves the DHT only when told it is reachable: behind NAT (the common case) a
+/// server would be advertised to others who then cannot reach it.
+pub const DEFAULT_REACHABLE: bool = false;
+/// mDNS is on for users: peers on the same LAN find each other with no configuration at all.
+pub const DEFAULT_MDNS: bool = true;
+
+/// Connections to one peer: two, so both sides dialling at once is not refused, but no more.
+pub const DEFAULT_MAX_ESTABLISHED_PER_PEER: u32 = 2;
+/// Incoming connections: room meshes (gossipsub keeps up to 12 peers per room) for a handful of
+/// rooms plus DHT traffic when serving; more would only cost memory and file descriptors.
+pub const DEFAULT_MAX_ESTABLISHED_INCOMING: u32 = 96;
+/// Outgoing connections: the meshes of a handful of rooms plus short-lived DHT lookups.
+pub const DEFAULT_MAX_ESTABLISHED_OUTGOING: u32 = 64;
+/// All established connections: below the sum of the two above, so a node busy dialling out
+/// still leaves room for a few incoming peers and the reverse, within a typical 256-fd limit.
+pub const DEFAULT_MAX_ESTABLISHED: u32 = 128;
+/// Handshakes in progress from others: bounds the work a burst of dials can make us do.
+pub const DEFAULT_MAX_PENDING_INCOMING: u32 = 32;
+/// Our own dials in progress: a room lookup dials at most a few tens of providers at once.
+pub const DEFAULT_MAX_PENDING_OUTGOING: u32 = 32;
+/// Share of the machine's memory the process may use before new connections are refused: a chat
+/// node has no business using more than half, and refusing peers keeps the device usable
+/// rather than growing until the system kills it.
+pub const DEFAULT_MAX_MEMORY_FRACTION: f64 = 0.5;
+
+/// Bounds on connections, so no number of peers can exhaust memory or file descriptors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Most established connections to one peer.
+    pub max_established_per_peer: u32,
+    /// Most established incoming connections.
+    pub max_established_incoming: u32,
+    /// Most established outgoing connections.
+    pub max_established_outgoing: u32,
+    /// Most established connections in all.
+    pub max_established: u32,
+    /// Most incoming connections still in their handshake.
+    pub max_pending_incoming: u32,
+    /// Most outgoing dials still in progress.
+    pub max_pending_outgoing: u32,
+    /// Share (0 to 1) of the machine's physical memory above which new connections are refused.
+    pub max_memory_fraction: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_established_per_peer: DEFAULT_MAX_ESTABLISHED_PER_PEER,
+            max_established_incoming: DEFAULT_MAX_ESTABLISHED_INCOMING,
+            max_established_outgoing: DEFAULT_MAX_ESTABLISHED_OUTGOING,
+            max_established: DEFAULT_MAX_ESTABLISHED,
+            max_pending_incoming: DEFAULT_MAX_PENDING_INCOMING,
+            max_pending_outgoing: DEFAULT_MAX_PENDING_OUTGOING,
+            max_memory_fraction: DEFAULT_MAX_MEMORY_FRACTION,
+        }
+    }
+}
+
 /// Which libp2p transport the node uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
@@ -52,8 +113,19 @@ pub struct Config {
     pub listen_addrs: Vec<Multiaddr>,
     /// The transport to build the swarm with.
     pub transport: Transport,
-    /// Peers dialled at start, so a node has someone to gossip and sync with.
+    /// Peers dialled at start, so a node has someone to gossip and sync with. An address that
+    /// ends in `/p2p/<peer id>` also seeds the Kademlia routing table.
     pub bootstrap: Vec<Multiaddr>,
+    /// This node can be dialled at its listen addresses: it serves Kademlia (server mode) and
+    /// advertises those addresses. Otherwise Kademlia stays a client until libp2p confirms an
+    /// external address.
+    pub reachable: bool,
+    /// Find peers on the local network with mDNS and dial them (with [`Transport::Tcp`] only).
+    pub mdns: bool,
+    /// Interval of the Kademlia lookup (and announcement) of each joined room.
+    pub room_lookup_interval: Duration,
+    /// Connection and memory bounds.
+    pub limits: Limits,
     /// Gossipsub heartbeat interval.
     pub heartbeat: Duration,
     /// Delay before the first gossipsub heartbeat.
@@ -83,6 +155,10 @@ impl Default for Config {
             ],
             transport: Transport::Tcp,
             bootstrap: Vec::new(),
+            reachable: DEFAULT_REACHABLE,
+            mdns: DEFAULT_MDNS,
+            room_lookup_interval: DEFAULT_ROOM_LOOKUP_INTERVAL,
+            limits: Limits::default(),
             heartbeat: DEFAULT_HEARTBEAT,
             heartbeat_initial_delay: DEFAULT_HEARTBEAT_INITIAL_DELAY,
             sync_interval: DEFAULT_SYNC_INTERVAL,

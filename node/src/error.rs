@@ -19,6 +19,14 @@ pub enum NodeError {
     /// The room name is not usable.
     #[error("room name: {0}")]
     RoomName(#[from] RoomNameError),
+    /// The list of joined rooms in the data directory could not be read or written.
+    #[error("joined rooms list {}: {source}", path.display())]
+    RoomList {
+        /// The file (or directory) that failed.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The command names a room this node has not joined.
     #[error("not in room {0:?}")]
     NotJoined(String),

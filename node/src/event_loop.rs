@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::handle::Command;
 
+mod discovery;
 mod gossip;
 mod sync;
 
@@ -68,6 +69,10 @@ pub(crate) struct EventLoop {
     events: mpsc::Sender<NodeEvent>,
     /// Anti-entropy: one sync per room with a random member at each tick.
     sync_timer: Interval,
+    /// Kademlia lookup and announcement of every joined room at each tick.
+    room_lookup_timer: Interval,
+    /// Listen addresses are advertised as external addresses (see [`Config::reachable`]).
+    reachable: bool,
     rooms: HashMap<RoomId, Joined>,
     topics: HashMap<gossipsub::TopicHash, RoomId>,
     /// Sync state per peer, room and role; dropped when the peer disconnects.
@@ -95,6 +100,8 @@ impl EventLoop {
     ) -> Self {
         let mut sync_timer = tokio::time::interval(config.sync_interval);
         sync_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut room_lookup_timer = tokio::time::interval(config.room_lookup_interval);
+        room_lookup_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
             swarm,
             store,
@@ -103,6 +110,8 @@ impl EventLoop {
             commands,
             events,
             sync_timer,
+            room_lookup_timer,
+            reachable: config.reachable,
             rooms: HashMap::new(),
             topics: HashMap::new(),
             sessions: HashMap::new(),
@@ -133,6 +142,7 @@ impl EventLoop {
                 },
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = self.sync_timer.tick() => self.handle_sync_tick(),
+                _ = self.room_lookup_timer.tick() => self.handle_room_lookup_tick(),
                 // Only once the swarm has nothing more ready: gossip arriving together is
                 // applied together.
                 _ = std::future::ready(()), if self.pending_count > 0 => {
@@ -207,12 +217,14 @@ impl EventLoop {
                 let _ = reply.send(self.joined(&name).map(|j| j.room.view()));
             }
             Command::Rooms(reply) => {
-                let mut names: Vec<String> = self.rooms.values().map(|j| j.name.clone()).collect();
-                names.sort();
-                let _ = reply.send(Ok(names));
+                let _ = reply.send(Ok(self.room_names()));
             }
             Command::Peers(reply) => {
                 let _ = reply.send(Ok(self.swarm.connected_peers().copied().collect()));
+            }
+            Command::Connections(reply) => {
+                let counters = self.swarm.network_info().connection_counters().clone();
+                let _ = reply.send(Ok(counters.num_established()));
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(Ok(self.swarm.listeners().cloned().collect()));
@@ -230,6 +242,27 @@ impl EventLoop {
             }
         }
         ControlFlow::Continue(())
+    }
+
+    /// Joins the rooms saved by a previous run; one that fails is reported and skipped.
+    pub(crate) fn rejoin(&mut self, names: &[String]) {
+        for name in names {
+            if let Err(e) = self.join(name) {
+                self.warn(None, format!("rejoining room {name}: {e}"));
+            }
+        }
+    }
+
+    /// The joined rooms' names, sorted.
+    fn room_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.rooms.values().map(|j| j.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// Saves the joined rooms' names, so the next start rejoins them.
+    fn save_room_list(&self) -> Result<(), NodeError> {
+        crate::room_list::save(self.store.dir(), &self.room_names())
     }
 
     fn joined(&mut self, name: &str) -> Result<&mut Joined, NodeError> {
@@ -292,7 +325,8 @@ impl EventLoop {
         for peer in members {
             self.start_sync(peer, id);
         }
-        Ok(())
+        self.discover_room(id);
+        self.save_room_list()
     }
 
     fn leave(&mut self, name: &str) -> Result<(), NodeError> {
@@ -311,6 +345,8 @@ impl EventLoop {
             .unsubscribe(&room_topic(id));
         self.sessions.retain(|(_, room, _), _| *room != id);
         self.syncing.retain(|(_, room)| *room != id);
+        self.forget_room(id);
+        self.save_room_list()?;
         joined.room.flush()?;
         Ok(())
     }
@@ -346,7 +382,12 @@ impl EventLoop {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.handle_gossip(event),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.handle_sync(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(_) | BehaviourEvent::Ping(_)) => {}
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.handle_identify(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.handle_kad(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(event)) => self.handle_mdns(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(_)) => {}
+            SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Memory(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
@@ -359,6 +400,9 @@ impl EventLoop {
             } => self.handle_peer_gone(peer_id),
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                if self.reachable {
+                    self.swarm.add_external_address(address);
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");

@@ -22,6 +22,7 @@ pub(crate) enum Command {
     View(String, Reply<RoomView>),
     Rooms(Reply<Vec<String>>),
     Peers(Reply<Vec<PeerId>>),
+    Connections(Reply<u32>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Dial(Multiaddr, Reply<()>),
     Shutdown(Reply<()>),
@@ -53,13 +54,16 @@ impl NodeHandle {
         self.peer_id
     }
 
-    /// Joins a public room: opens its files, subscribes to its topic and syncs with its members.
+    /// Joins a public room: opens its files, subscribes to its topic, syncs with its members and
+    /// looks for more of them in the DHT. The room is rejoined whenever the node starts again,
+    /// until it is left.
     pub async fn join(&self, room: &str) -> Result<(), NodeError> {
         let room = room.to_string();
         self.ask(|r| Command::Join(room, r)).await
     }
 
-    /// Leaves a room: stores it and stops gossiping and syncing it.
+    /// Leaves a room: stores it, stops gossiping, syncing and announcing it, and forgets it for
+    /// later starts.
     pub async fn leave(&self, room: &str) -> Result<(), NodeError> {
         let room = room.to_string();
         self.ask(|r| Command::Leave(room, r)).await
@@ -121,6 +125,12 @@ impl NodeHandle {
     /// The peers this node is connected to.
     pub async fn peers(&self) -> Result<Vec<PeerId>, NodeError> {
         self.ask(Command::Peers).await
+    }
+
+    /// How many connections are established now, so the program (and tests) can watch the
+    /// connection limits hold.
+    pub async fn connections(&self) -> Result<u32, NodeError> {
+        self.ask(Command::Connections).await
     }
 
     /// The addresses this node listens on, so others can dial it.

@@ -6,8 +6,11 @@
 //! - [`handle`]: [`NodeHandle`], commands with replies over a bounded channel.
 //! - `event_loop`: the task that owns the swarm and the rooms; one `select!` step at a time.
 //!   Its `gossip` part checks and batches room gossip; its `sync` part runs history sync.
-//! - [`behaviour`]: the composed libp2p behaviour (gossipsub rooms, `/grapevine/sync/1` history
-//!   sync, identify, ping) and the wire formats of gossip envelopes and sync requests.
+//!   Its `discovery` part finds room members through Kademlia provider records and mDNS.
+//! - [`behaviour`]: the composed libp2p behaviour (connection limits, gossipsub rooms,
+//!   `/grapevine/sync/1` history sync, identify, ping, Kademlia `/grapevine/kad/1.0.0`, mDNS)
+//!   and the wire formats of gossip envelopes and sync requests.
+//! - `room_list`: the joined rooms' names, saved in the data directory and rejoined at start.
 //! - [`error`]: the error type, [`NodeError`].
 
 pub mod behaviour;
@@ -15,20 +18,23 @@ pub mod config;
 pub mod error;
 mod event_loop;
 pub mod handle;
+mod room_list;
 
 use grapevine_crdt::{IndexedRecord, RoomId};
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
 use libp2p::futures::StreamExt;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{PeerId, Swarm, Transport as _, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, Transport as _, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
 pub use behaviour::room_topic;
-pub use config::{Config, Transport};
+pub use config::{Config, Limits, Transport};
 pub use error::NodeError;
 pub use grapevine_crdt as crdt;
 pub use handle::NodeHandle;
+pub use room_list::ROOM_LIST_FILE;
 
 use behaviour::Behaviour;
 
@@ -67,7 +73,7 @@ pub struct Node;
 impl Node {
     /// Loads (or creates) the device key and the store in `config.data_dir`, builds the swarm,
     /// starts listening (waiting until each listener has its address), dials the bootstrap
-    /// peers, and spawns the event loop on the current tokio runtime.
+    /// peers, rejoins the rooms joined before the last stop, and spawns the event loop on the current tokio runtime.
     pub async fn spawn(
         config: Config,
     ) -> Result<(NodeHandle, mpsc::Receiver<NodeEvent>), NodeError> {
@@ -87,6 +93,13 @@ impl Node {
                 })?;
         }
         wait_for_listeners(&mut swarm, config.listen_addrs.len()).await?;
+        if config.reachable {
+            let addrs: Vec<Multiaddr> = swarm.listeners().cloned().collect();
+            for addr in addrs {
+                swarm.add_external_address(addr);
+            }
+        }
+        seed_routing_table(&mut swarm, &config.bootstrap);
         for addr in &config.bootstrap {
             if let Err(e) = swarm.dial(addr.clone()) {
                 tracing::warn!(%addr, error = %e, "could not dial bootstrap peer");
@@ -95,10 +108,29 @@ impl Node {
         let peer_id = *swarm.local_peer_id();
         let (command_tx, command_rx) = mpsc::channel(config.command_capacity);
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity);
-        let event_loop =
+        let rooms = room_list::load(&config.data_dir)?;
+        let mut event_loop =
             event_loop::EventLoop::new(swarm, store, identity, &config, command_rx, event_tx);
+        event_loop.rejoin(&rooms);
         tokio::spawn(event_loop.run());
         Ok((NodeHandle::new(command_tx, peer_id), event_rx))
+    }
+}
+
+/// Adds the bootstrap addresses that name their peer (`/p2p/<id>`) to Kademlia and starts a
+/// bootstrap, so the node learns the DHT around it.
+fn seed_routing_table(swarm: &mut Swarm<Behaviour>, bootstrap: &[Multiaddr]) {
+    let kad = &mut swarm.behaviour_mut().kad;
+    let mut seeded = false;
+    for addr in bootstrap {
+        let mut addr = addr.clone();
+        if let Some(Protocol::P2p(peer)) = addr.pop() {
+            kad.add_address(&peer, addr);
+            seeded = true;
+        }
+    }
+    if seeded && let Err(e) = kad.bootstrap() {
+        tracing::warn!(error = %e, "Kademlia bootstrap failed");
     }
 }
 

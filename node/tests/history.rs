@@ -71,3 +71,25 @@ async fn restarted_peer_keeps_its_history_and_catches_up() -> Result<()> {
     b.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_rooms_are_rejoined_after_a_restart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (a, _events) = Node::spawn(common::config(dir.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    a.join("kitchen").await?;
+    a.leave("kitchen").await?;
+    a.post("lobby", "still here after the restart").await?;
+    let before = a.view("lobby").await?;
+    a.shutdown().await?;
+
+    let (a, _events) = Node::spawn(common::config(dir.path(), Transport::Memory)).await?;
+    assert_eq!(a.rooms().await?, vec!["lobby".to_string()]);
+    assert_eq!(
+        a.view("lobby").await?,
+        before,
+        "history is there without a join"
+    );
+    a.shutdown().await?;
+    Ok(())
+}

@@ -29,6 +29,7 @@ pub fn config(dir: &Path, transport: Transport) -> Config {
         heartbeat: Duration::from_millis(100),
         heartbeat_initial_delay: Duration::from_millis(50),
         sync_interval: Duration::from_secs(2),
+        mdns: false,
         ..Config::default()
     }
 }
