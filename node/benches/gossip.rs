@@ -159,6 +159,8 @@ async fn grapevine(ledger: &Shared) -> Result<(Vec<Run>, Run)> {
             data_dir: dir.path().to_path_buf(),
             listen_addrs: vec![loopback()],
             transport: Transport::Tcp,
+            // Multicast discovery would reach beyond this machine; the peers dial each other.
+            mdns: false,
             ..Config::default()
         };
         let (node, mut events) = Node::spawn(config).await?;
