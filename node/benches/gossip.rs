@@ -156,6 +156,25 @@ async fn settle(ledger: &Shared) {
     }
 }
 
+/// The latency run, then rising rates until one is not delivered.
+async fn run_all<F, Fut>(ledger: &Shared, mut publish: F) -> Result<(Vec<Run>, Run)>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>>>,
+{
+    let latency = run_at(ledger, LATENCY_RATE, &mut publish).await?;
+    let mut runs = Vec::new();
+    for rate in RATES {
+        let run = run_at(ledger, rate, &mut publish).await?;
+        let delivered = run.counts();
+        runs.push(run);
+        if !delivered {
+            break;
+        }
+    }
+    Ok((runs, latency))
+}
+
 fn loopback() -> Multiaddr {
     "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")
 }
@@ -224,16 +243,7 @@ async fn grapevine(ledger: &Shared) -> Result<(Vec<Run>, Run)> {
         let publisher = publisher.clone();
         async move { Ok(publisher.post("bench", &text(n)).await?.0.to_vec()) }
     };
-    let latency = run_at(ledger, LATENCY_RATE, &mut publish).await?;
-    let mut runs = Vec::new();
-    for rate in RATES {
-        let run = run_at(ledger, rate, &mut publish).await?;
-        let delivered = run.counts();
-        runs.push(run);
-        if !delivered {
-            break;
-        }
-    }
+    let (runs, latency) = run_all(ledger, &mut publish).await?;
     for node in &nodes {
         node.shutdown().await?;
     }
@@ -347,16 +357,7 @@ async fn plain(ledger: &Shared, payload_len: usize) -> Result<(Vec<Run>, Run)> {
             Ok(key)
         }
     };
-    let latency = run_at(ledger, LATENCY_RATE, &mut publish).await?;
-    let mut runs = Vec::new();
-    for rate in RATES {
-        let run = run_at(ledger, rate, &mut publish).await?;
-        let delivered = run.counts();
-        runs.push(run);
-        if !delivered {
-            break;
-        }
-    }
+    let (runs, latency) = run_all(ledger, &mut publish).await?;
     Ok((runs, latency))
 }
 
