@@ -226,6 +226,9 @@ impl EventLoop {
                 let counters = self.swarm.network_info().connection_counters().clone();
                 let _ = reply.send(Ok(counters.num_established()));
             }
+            Command::PeerScore(peer, reply) => {
+                let _ = reply.send(Ok(self.swarm.behaviour().gossipsub.peer_score(&peer)));
+            }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(Ok(self.swarm.listeners().cloned().collect()));
             }

@@ -23,6 +23,7 @@ pub(crate) enum Command {
     Rooms(Reply<Vec<String>>),
     Peers(Reply<Vec<PeerId>>),
     Connections(Reply<u32>),
+    PeerScore(PeerId, Reply<Option<f64>>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Dial(Multiaddr, Reply<()>),
     Shutdown(Reply<()>),
@@ -131,6 +132,12 @@ impl NodeHandle {
     /// connection limits hold.
     pub async fn connections(&self) -> Result<u32, NodeError> {
         self.ask(Command::Connections).await
+    }
+
+    /// A peer's gossipsub score as this node sees it (`None` for an unknown peer), so the program
+    /// (and tests) can see that a peer sending invalid input is penalised.
+    pub async fn peer_score(&self, peer: PeerId) -> Result<Option<f64>, NodeError> {
+        self.ask(|r| Command::PeerScore(peer, r)).await
     }
 
     /// The addresses this node listens on, so others can dial it.

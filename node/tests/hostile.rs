@@ -104,6 +104,13 @@ async fn junk_on_a_room_topic_is_rejected_and_the_node_keeps_working() -> Result
         })
         .await?;
     }
+    // Rejected messages cost the sender gossipsub score.
+    common::eventually("the hostile peer's score is negative", || async {
+        Ok(a.peer_score(hostile)
+            .await?
+            .is_some_and(|score| score < 0.0))
+    })
+    .await?;
 
     common::connect(&b, &a).await?;
     let id = b.post("lobby", "still here").await?;
