@@ -624,7 +624,7 @@ impl Room {
     /// dependencies. `known` holds the records of changes validated in this call; records of
     /// others come from the waiting queue or, failing that, from the change itself (every change
     /// in a document was validated before it went in). Returns the changes with their records.
-    pub(crate) fn absorb(
+    fn absorb(
         &mut self,
         number: u32,
         before: &[ChangeHash],
@@ -692,15 +692,10 @@ impl Room {
     /// compacting it first so its snapshot holds all of it. Memory then grows with the newest
     /// epoch and the record index, not with the whole history.
     fn rest_idle_epochs(&mut self) -> Result<(), RoomError> {
+        let newest = self.newest_epoch();
         let Some(files) = &mut self.files else {
             return Ok(());
         };
-        let newest = self
-            .epochs
-            .keys()
-            .next_back()
-            .max(self.resting.keys().next_back())
-            .copied();
         let idle: Vec<u32> = self
             .epochs
             .keys()
