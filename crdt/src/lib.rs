@@ -27,6 +27,7 @@ pub mod validate;
 pub mod view;
 mod waiting;
 
+pub use automerge::ChangeHash;
 pub use clock::{Hlc, HlcClock};
 pub use identity::{Identity, IdentityError, PublicKey};
 pub use record::{Body, IndexedRecord, Record, RecordError, RecordId, RoomId, SignedRecord};

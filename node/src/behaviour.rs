@@ -13,8 +13,8 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, connection_limits, gossipsub, identify, kad, mdns, memory_connection_limits,
-    ping,
+    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, kad, mdns,
+    memory_connection_limits, ping,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -177,10 +177,11 @@ impl request_response::Codec for SyncCodec {
     }
 }
 
-/// Every protocol of a node: connection bounds first (so they can refuse before anyone else
-/// acts), then room gossip, history sync, and identify, ping, Kademlia and mDNS for discovery.
+/// Every protocol of a node: blocked peers and connection bounds first (so they can refuse
+/// before anyone else acts), then room gossip, history sync, and identify, ping, Kademlia and mDNS for discovery.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) memory: memory_connection_limits::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
@@ -253,6 +254,7 @@ impl Behaviour {
         let memory =
             memory_connection_limits::Behaviour::with_max_percentage(l.max_memory_fraction);
         Ok(Self {
+            blocked: allow_block_list::Behaviour::default(),
             limits,
             memory,
             gossipsub,

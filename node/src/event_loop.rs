@@ -216,6 +216,9 @@ impl EventLoop {
             Command::View(name, reply) => {
                 let _ = reply.send(self.joined(&name).map(|j| j.room.view()));
             }
+            Command::Heads(name, reply) => {
+                let _ = reply.send(self.joined(&name).map(|j| j.room.heads()));
+            }
             Command::Rooms(reply) => {
                 let _ = reply.send(Ok(self.room_names()));
             }
@@ -238,6 +241,14 @@ impl EventLoop {
                     .dial(addr)
                     .map_err(|e| NodeError::Dial(e.to_string()));
                 let _ = reply.send(result);
+            }
+            Command::Block(peer, reply) => {
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Unblock(peer, reply) => {
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                let _ = reply.send(Ok(()));
             }
             Command::Shutdown(reply) => {
                 let _ = reply.send(self.close_rooms());

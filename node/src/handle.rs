@@ -1,6 +1,8 @@
 //! The cloneable handle through which the rest of the program drives a node.
 
-use grapevine_crdt::{RecordId, RoomView};
+use std::collections::BTreeMap;
+
+use grapevine_crdt::{ChangeHash, RecordId, RoomView};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,12 +22,15 @@ pub(crate) enum Command {
     React(String, RecordId, String, bool, Reply<RecordId>),
     SetNickname(String, String, Reply<RecordId>),
     View(String, Reply<RoomView>),
+    Heads(String, Reply<BTreeMap<u32, Vec<ChangeHash>>>),
     Rooms(Reply<Vec<String>>),
     Peers(Reply<Vec<PeerId>>),
     Connections(Reply<u32>),
     PeerScore(PeerId, Reply<Option<f64>>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Dial(Multiaddr, Reply<()>),
+    Block(PeerId, Reply<()>),
+    Unblock(PeerId, Reply<()>),
     Shutdown(Reply<()>),
 }
 
@@ -118,6 +123,13 @@ impl NodeHandle {
         self.ask(|r| Command::View(room, r)).await
     }
 
+    /// Each epoch's heads of a room's history: equal at two peers exactly when they hold the
+    /// same records, so a program (and tests and simulations) can see replicas converge.
+    pub async fn heads(&self, room: &str) -> Result<BTreeMap<u32, Vec<ChangeHash>>, NodeError> {
+        let room = room.to_string();
+        self.ask(|r| Command::Heads(room, r)).await
+    }
+
     /// The names of the joined rooms.
     pub async fn rooms(&self) -> Result<Vec<String>, NodeError> {
         self.ask(Command::Rooms).await
@@ -148,6 +160,18 @@ impl NodeHandle {
     /// Starts dialling an address; a [`crate::NodeEvent::PeerConnected`] follows on success.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
         self.ask(|r| Command::Dial(addr, r)).await
+    }
+
+    /// Closes every connection to `peer` and refuses new ones either way until
+    /// [`NodeHandle::unblock_peer`]: for a peer that misbehaves, and for cutting links in tests
+    /// and simulations. The peer's records may still arrive through other peers.
+    pub async fn block_peer(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.ask(|r| Command::Block(peer, r)).await
+    }
+
+    /// Lets a blocked peer connect again; discovery and anti-entropy reconnect and catch up.
+    pub async fn unblock_peer(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.ask(|r| Command::Unblock(peer, r)).await
     }
 
     /// Stores every room and stops the node; returns once the rooms' files are released.
