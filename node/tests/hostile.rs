@@ -1,12 +1,17 @@
-//! A raw gossipsub peer publishing junk on a room topic is refused, and the node keeps working.
+//! A raw gossipsub peer publishing junk, invalid Automerge changes and forged records on a room
+//! topic is refused, and the node keeps working.
 
 mod common;
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use automerge::legacy::{Key, OpType};
+use automerge::transaction::Transactable;
+use automerge::{Change, ExpandedChange, ScalarValue};
+use grapevine_node::behaviour::Envelope;
 use grapevine_node::behaviour::{SYNC_PROTOCOL, SyncCodec, SyncRequest};
-use grapevine_node::crdt::RoomId;
+use grapevine_node::crdt::{Identity, RecordId, Room, RoomId, SignedRecord};
 use grapevine_node::{Node, NodeEvent, Transport, room_topic};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::MemoryTransport;
@@ -16,6 +21,7 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Transport as _, gossipsub, noise, yamux};
+use sha2::{Digest, Sha256};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -76,8 +82,51 @@ fn spawn_hostile_peer(
     Ok((peer, task))
 }
 
+/// Re-encodes a change after `edit` alters its decoded form: how a hostile peer crafts changes
+/// that are valid Automerge but carry a forged record.
+fn tamper(change: &[u8], edit: impl FnOnce(&mut ExpandedChange)) -> Result<Vec<u8>> {
+    let mut expanded = Change::try_from(change)?.decode();
+    edit(&mut expanded);
+    Ok(Change::from(expanded).raw_bytes().to_vec())
+}
+
+/// Puts `record` (signed bytes) into the change in place of its own record, keyed by its id.
+fn with_record_bytes(change: &[u8], record: Vec<u8>) -> Result<Vec<u8>> {
+    let id = RecordId(Sha256::digest(&record).into()).to_string();
+    tamper(change, |expanded| {
+        let op = &mut expanded.operations[0];
+        op.action = OpType::Put(ScalarValue::Bytes(record));
+        op.key = Key::Map(id.into());
+    })
+}
+
+/// Records that must never be accepted, each inside a well-formed Automerge change on `room`:
+/// the honest author's text rewritten by Mallory and signed by her key, and a signature with one
+/// bit flipped.
+fn forged_changes(room: &str) -> Result<Vec<Vec<u8>>> {
+    let honest = Identity::generate();
+    let mallory = Identity::generate();
+    let mut replica = Room::in_memory(RoomId::for_public_name(room)?, honest);
+    let written = replica.post("an honest message")?;
+    let signed: &SignedRecord = &written.record;
+    let content_len = signed.bytes().len() - 64;
+
+    let mut rewritten = signed.bytes().to_vec();
+    let signature = mallory.sign(&rewritten[..content_len]);
+    rewritten[content_len..].copy_from_slice(&signature);
+
+    let mut flipped = signed.bytes().to_vec();
+    flipped[content_len] ^= 1;
+
+    Ok(vec![
+        with_record_bytes(&written.change, rewritten)?,
+        with_record_bytes(&written.change, flipped)?,
+    ])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn junk_on_a_room_topic_is_rejected_and_the_node_keeps_working() -> Result<()> {
+async fn junk_and_forgeries_on_a_room_topic_are_rejected_and_the_node_keeps_working() -> Result<()>
+{
     let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let (a, mut events_a) = Node::spawn(common::config(dir_a.path(), Transport::Memory)).await?;
     let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
@@ -92,18 +141,39 @@ async fn junk_on_a_room_topic_is_rejected_and_the_node_keeps_working() -> Result
         )]),
         &mut junk_change,
     )?;
-    let payloads = vec![b"\xff\x00 garbage".to_vec(), junk_change];
+    let mut not_a_record = automerge::AutoCommit::new();
+    not_a_record.put(automerge::ROOT, "text", "not a record")?;
+    let not_a_record = not_a_record
+        .get_last_local_change()
+        .context("a change was made")?
+        .raw_bytes()
+        .to_vec();
+    let forged = forged_changes("lobby")?;
+    let mut payloads = vec![
+        b"\xff\x00 garbage".to_vec(),
+        junk_change,
+        Envelope::encode(&not_a_record),
+    ];
+    payloads.extend(forged.iter().map(|change| Envelope::encode(change)));
     let target = a.listen_addrs().await?.remove(0);
     let topic = room_topic(RoomId::for_public_name("lobby")?);
+    let payloads_sent = payloads.len();
     let (hostile, task) = spawn_hostile_peer(target, topic, payloads)?;
 
-    for _ in 0..2 {
-        common::next_matching(&mut events_a, |e| match e {
-            NodeEvent::Warning { peer, reason } if *peer == Some(hostile) => Some(reason.clone()),
-            _ => None,
-        })
-        .await?;
+    let mut reasons = Vec::new();
+    for _ in 0..payloads_sent {
+        reasons.push(
+            common::next_matching(&mut events_a, |e| match e {
+                NodeEvent::Warning { peer, reason } if *peer == Some(hostile) => {
+                    Some(reason.clone())
+                }
+                _ => None,
+            })
+            .await?,
+        );
     }
+    let forgeries_caught = reasons.iter().filter(|r| r.contains("signature")).count();
+    assert_eq!(forgeries_caught, forged.len(), "warnings: {reasons:?}");
     // Rejected messages cost the sender gossipsub score.
     common::eventually("the hostile peer's score is negative", || async {
         Ok(a.peer_score(hostile)
