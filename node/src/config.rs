@@ -7,6 +7,8 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
+use crate::rate_limit::Rate;
+
 /// Directory used when none is given: relative, so a test or a first run never writes elsewhere.
 pub const DEFAULT_DATA_DIR: &str = "grapevine-data";
 /// Gossipsub heartbeat: libp2p's default of one second keeps mesh upkeep cheap for chat traffic.
@@ -60,7 +62,22 @@ pub const DEFAULT_MAX_PENDING_OUTGOING: u32 = 32;
 /// rather than growing until the system kills it.
 pub const DEFAULT_MAX_MEMORY_FRACTION: f64 = 0.5;
 
-/// Bounds on connections, so no number of peers can exhaust memory or file descriptors.
+/// Sync exchanges one peer may start with this node: a fresh exchange can make the node
+/// generate a room's whole history, so a peer gets a burst (joining a few tens of rooms at once)
+/// and then one every two seconds, well above anti-entropy's one per room per
+/// [`DEFAULT_SYNC_INTERVAL`].
+pub const DEFAULT_SYNC_EXCHANGES_PER_PEER: Rate = Rate {
+    burst: 32,
+    per_second: 0.5,
+};
+/// Sync requests of any kind from one peer: an exchange takes a few rounds (three for a
+/// 100,000-record catch-up), so a burst of a few exchanges' worth and then eight a second.
+pub const DEFAULT_SYNC_REQUESTS_PER_PEER: Rate = Rate {
+    burst: 128,
+    per_second: 8.0,
+};
+
+/// Bounds on connections and on the work one peer can ask for, so no number of peers can exhaust memory or file descriptors.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Most established connections to one peer.
@@ -77,6 +94,10 @@ pub struct Limits {
     pub max_pending_outgoing: u32,
     /// Share (0 to 1) of the machine's physical memory above which new connections are refused.
     pub max_memory_fraction: f64,
+    /// Sync exchanges one peer may start; requests over it are answered with nothing.
+    pub sync_exchanges_per_peer: Rate,
+    /// Sync requests of any kind one peer may send; requests over it are answered with nothing.
+    pub sync_requests_per_peer: Rate,
 }
 
 impl Default for Limits {
@@ -89,6 +110,8 @@ impl Default for Limits {
             max_pending_incoming: DEFAULT_MAX_PENDING_INCOMING,
             max_pending_outgoing: DEFAULT_MAX_PENDING_OUTGOING,
             max_memory_fraction: DEFAULT_MAX_MEMORY_FRACTION,
+            sync_exchanges_per_peer: DEFAULT_SYNC_EXCHANGES_PER_PEER,
+            sync_requests_per_peer: DEFAULT_SYNC_REQUESTS_PER_PEER,
         }
     }
 }

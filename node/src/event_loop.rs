@@ -19,6 +19,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent, Envelope, room_topic, room_top
 use crate::config::Config;
 use crate::error::NodeError;
 use crate::handle::Command;
+use crate::rate_limit::{Rate, TokenBucket};
 
 mod discovery;
 mod gossip;
@@ -50,6 +51,14 @@ struct Joined {
 struct PendingGossip {
     id: gossipsub::MessageId,
     source: PeerId,
+}
+
+/// What one peer may still ask of this node's sync responder.
+struct SyncBudget {
+    exchanges: TokenBucket,
+    requests: TokenBucket,
+    /// Over budget since the last request allowed: warned about once per episode.
+    throttled: bool,
 }
 
 /// An exchange this node started and is waiting on.
@@ -86,6 +95,10 @@ pub(crate) struct EventLoop {
     pending_count: usize,
     /// Bad sync messages per connected peer, which set its gossipsub application score.
     sync_faults: HashMap<PeerId, u32>,
+    /// Each connected peer's remaining budget of sync requests.
+    sync_budgets: HashMap<PeerId, SyncBudget>,
+    sync_exchange_rate: Rate,
+    sync_request_rate: Rate,
     dropped_events: u64,
 }
 
@@ -120,6 +133,9 @@ impl EventLoop {
             pending_gossip: HashMap::new(),
             pending_count: 0,
             sync_faults: HashMap::new(),
+            sync_budgets: HashMap::new(),
+            sync_exchange_rate: config.limits.sync_exchanges_per_peer,
+            sync_request_rate: config.limits.sync_requests_per_peer,
             dropped_events: 0,
         }
     }
@@ -427,6 +443,7 @@ impl EventLoop {
 
     fn handle_peer_gone(&mut self, peer: PeerId) {
         self.sync_faults.remove(&peer);
+        self.sync_budgets.remove(&peer);
         self.sessions.retain(|(p, _, _), _| *p != peer);
         self.syncing.retain(|(p, _)| *p != peer);
         self.exchanges.retain(|_, exchange| exchange.peer != peer);

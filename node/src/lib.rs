@@ -10,6 +10,7 @@
 //! - [`behaviour`]: the composed libp2p behaviour (connection limits, gossipsub rooms,
 //!   `/grapevine/sync/1` history sync, identify, ping, Kademlia `/grapevine/kad/1.0.0`, mDNS)
 //!   and the wire formats of gossip envelopes and sync requests.
+//! - `rate_limit`: token buckets bounding the sync work each peer can ask for.
 //! - `room_list`: the joined rooms' names, saved in the data directory and rejoined at start.
 //! - [`error`]: the error type, [`NodeError`].
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 mod event_loop;
 pub mod handle;
+mod rate_limit;
 mod room_list;
 
 use grapevine_crdt::{IndexedRecord, RoomId};
@@ -34,6 +36,7 @@ pub use config::{Config, Limits, Transport};
 pub use error::NodeError;
 pub use grapevine_crdt as crdt;
 pub use handle::NodeHandle;
+pub use rate_limit::Rate;
 pub use room_list::ROOM_LIST_FILE;
 
 use behaviour::Behaviour;

@@ -258,3 +258,87 @@ async fn a_bad_sync_message_is_refused_and_sync_keeps_working() -> Result<()> {
     b.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_sync_requests_is_answered_only_within_its_budget() -> Result<()> {
+    const REQUESTS: usize = 200;
+    let dir = tempfile::tempdir()?;
+    let (a, mut events_a) = Node::spawn(common::config(dir.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    a.post("lobby", "worth asking for").await?;
+
+    let mut flooder = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(memory_transport)?
+        .with_behaviour(|_| {
+            request_response::Behaviour::<SyncCodec>::new(
+                [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default(),
+            )
+        })?
+        .build();
+    let flooder_id = *flooder.local_peer_id();
+    flooder.dial(a.listen_addrs().await?.remove(0))?;
+    // Each request starts a fresh exchange, asking for the whole history again.
+    let request = SyncRequest {
+        room: RoomId::for_public_name("lobby")?,
+        start: true,
+        message: None,
+    };
+    let started = std::time::Instant::now();
+    let (mut sent, mut answered, mut refused) = (0, 0, 0);
+    tokio::time::timeout(common::WAIT, async {
+        while answered + refused < REQUESTS {
+            match flooder.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    flooder
+                        .behaviour_mut()
+                        .send_request(&peer_id, request.clone());
+                    sent += 1;
+                }
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    peer,
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                }) => {
+                    if response.message.is_some() {
+                        answered += 1;
+                    } else {
+                        refused += 1;
+                    }
+                    if sent < REQUESTS {
+                        flooder.behaviour_mut().send_request(&peer, request.clone());
+                        sent += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await?;
+    let budget = grapevine_node::config::DEFAULT_SYNC_EXCHANGES_PER_PEER;
+    let allowed =
+        f64::from(budget.burst) + started.elapsed().as_secs_f64() * budget.per_second + 1.0;
+    assert!(answered >= 1, "the first requests are answered");
+    assert!(
+        (answered as f64) <= allowed,
+        "{answered} of {REQUESTS} fresh exchanges answered, budget {allowed:.1}"
+    );
+    let reason = common::next_matching(&mut events_a, |e| match e {
+        NodeEvent::Warning { peer, reason } if *peer == Some(flooder_id) => Some(reason.clone()),
+        _ => None,
+    })
+    .await?;
+    assert!(reason.contains("too many sync requests"), "{reason}");
+    drop(flooder);
+
+    // Other peers have budgets of their own.
+    let dir_b = tempfile::tempdir()?;
+    let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
+    common::connect(&b, &a).await?;
+    b.join("lobby").await?;
+    common::wait_for_messages(&b, "lobby", 1).await?;
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}

@@ -1,13 +1,16 @@
 //! History sync over `/grapevine/sync/1`: exchanges this node starts (on a peer's subscription,
 //! on a gap, on the timer) and answers to the exchanges others start.
 
+use std::time::Instant;
+
 use grapevine_crdt::{RoomId, SyncError};
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundRequestId};
 use rand::seq::IndexedRandom;
 
-use super::{EventLoop, Exchange, MAX_SYNC_ROUNDS, Role};
+use super::{EventLoop, Exchange, MAX_SYNC_ROUNDS, Role, SyncBudget};
 use crate::behaviour::{SYNC_FAULT_SCORE, SyncRequest, SyncResponse};
+use crate::rate_limit::TokenBucket;
 
 impl EventLoop {
     pub(super) fn handle_sync_tick(&mut self) {
@@ -79,7 +82,11 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    let response = self.answer_sync(peer, request);
+                    let response = if self.within_sync_budget(peer, request.start) {
+                        self.answer_sync(peer, request)
+                    } else {
+                        SyncResponse { message: None }
+                    };
                     let _ = self
                         .swarm
                         .behaviour_mut()
@@ -104,6 +111,28 @@ impl EventLoop {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+
+    /// Spends one request (and, for a fresh exchange, one exchange) of `peer`'s sync budget;
+    /// `false` when it is spent, warned about once until the peer is within budget again.
+    fn within_sync_budget(&mut self, peer: PeerId, start: bool) -> bool {
+        let now = Instant::now();
+        let (exchange_rate, request_rate) = (self.sync_exchange_rate, self.sync_request_rate);
+        let budget = self.sync_budgets.entry(peer).or_insert_with(|| SyncBudget {
+            exchanges: TokenBucket::new(exchange_rate, now),
+            requests: TokenBucket::new(request_rate, now),
+            throttled: false,
+        });
+        let allowed = budget.requests.try_take(now) && (!start || budget.exchanges.try_take(now));
+        let first_refusal = !allowed && !budget.throttled;
+        budget.throttled = !allowed;
+        if first_refusal {
+            self.warn(
+                Some(peer),
+                "too many sync requests: answering with nothing until the rate drops".into(),
+            );
+        }
+        allowed
     }
 
     /// Reports a bad sync message and lowers the sender's gossipsub score, so repeat offenders
