@@ -95,6 +95,8 @@ pub(crate) struct EventLoop {
     pending_count: usize,
     /// Bad sync messages per connected peer, which set its gossipsub application score.
     sync_faults: HashMap<PeerId, u32>,
+    /// Each joined room's connected members, as last reported.
+    room_peers: HashMap<RoomId, Vec<PeerId>>,
     /// Each connected peer's remaining budget of sync requests.
     sync_budgets: HashMap<PeerId, SyncBudget>,
     sync_exchange_rate: Rate,
@@ -134,6 +136,7 @@ impl EventLoop {
             pending_count: 0,
             sync_faults: HashMap::new(),
             sync_budgets: HashMap::new(),
+            room_peers: HashMap::new(),
             sync_exchange_rate: config.limits.sync_exchanges_per_peer,
             sync_request_rate: config.limits.sync_requests_per_peer,
             dropped_events: 0,
@@ -295,6 +298,20 @@ impl EventLoop {
         crate::room_list::save(self.store.dir(), &self.room_names())
     }
 
+    /// The connected peers subscribed to a room's topic, sorted.
+    fn room_members(&self, topic: &gossipsub::TopicHash) -> Vec<PeerId> {
+        let mut members: Vec<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&topic))
+            .map(|(peer, _)| *peer)
+            .collect();
+        members.sort();
+        members
+    }
+
     fn joined(&mut self, name: &str) -> Result<&mut Joined, NodeError> {
         let id = RoomId::for_public_name(name)?;
         self.rooms
@@ -344,17 +361,10 @@ impl EventLoop {
                 topic: hash.clone(),
             },
         );
-        let members: Vec<PeerId> = self
-            .swarm
-            .behaviour()
-            .gossipsub
-            .all_peers()
-            .filter(|(_, topics)| topics.contains(&&hash))
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in members {
+        for peer in self.room_members(&hash) {
             self.start_sync(peer, id);
         }
+        self.refresh_room_peers();
         self.discover_room(id);
         self.save_room_list()
     }
@@ -375,6 +385,7 @@ impl EventLoop {
             .unsubscribe(&room_topic(id));
         self.sessions.retain(|(_, room, _), _| *room != id);
         self.syncing.retain(|(_, room)| *room != id);
+        self.room_peers.remove(&id);
         self.forget_room(id);
         self.save_room_list()?;
         joined.room.flush()?;
@@ -448,5 +459,6 @@ impl EventLoop {
         self.syncing.retain(|(p, _)| *p != peer);
         self.exchanges.retain(|_, exchange| exchange.peer != peer);
         self.emit(NodeEvent::PeerDisconnected(peer));
+        self.refresh_room_peers();
     }
 }

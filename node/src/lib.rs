@@ -63,6 +63,34 @@ pub enum NodeEvent {
         /// What happened.
         reason: String,
     },
+    /// The connected peers subscribed to a joined room's topic changed: someone joined, left or
+    /// disconnected.
+    RoomPeersChanged {
+        /// The room's id.
+        room: RoomId,
+        /// The connected peers in the room now, sorted.
+        peers: Vec<PeerId>,
+    },
+    /// A sync exchange with a peer stored records this node lacked (the records themselves
+    /// arrive as [`NodeEvent::RecordReceived`] too).
+    SyncProgress {
+        /// The room's id.
+        room: RoomId,
+        /// The peer syncing with this node.
+        peer: PeerId,
+        /// Records stored by this step of the exchange.
+        new_records: usize,
+    },
+    /// A sync exchange this node started ended with both sides holding the same history: this
+    /// node now has everything that peer had.
+    SyncCompleted {
+        /// The room's id.
+        room: RoomId,
+        /// The peer synced with.
+        peer: PeerId,
+        /// Records the room holds now.
+        records: usize,
+    },
     /// The first connection to a peer opened.
     PeerConnected(PeerId),
     /// The last connection to a peer closed.

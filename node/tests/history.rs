@@ -5,7 +5,8 @@ mod common;
 use std::time::Instant;
 
 use anyhow::Result;
-use grapevine_node::{Node, Transport};
+use grapevine_node::crdt::RoomId;
+use grapevine_node::{Node, NodeEvent, Transport};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_receives_full_history_of_1000_messages() -> Result<()> {
@@ -17,9 +18,30 @@ async fn late_joiner_receives_full_history_of_1000_messages() -> Result<()> {
     }
 
     let started = Instant::now();
-    let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
+    let (b, mut events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
     common::connect(&b, &a).await?;
     b.join("lobby").await?;
+    let lobby = RoomId::for_public_name("lobby")?;
+    let a_id = a.peer_id();
+    // Events tell the program who is in the room, how the catch-up goes and when it is done.
+    let (mut members_seen, mut progress, mut completed) = (false, 0, None);
+    while completed.is_none() {
+        match common::next_matching(&mut events_b, |e| Some(e.clone())).await? {
+            NodeEvent::RoomPeersChanged { room, peers } if room == lobby => {
+                members_seen |= peers == [a_id];
+            }
+            NodeEvent::SyncProgress {
+                room, new_records, ..
+            } if room == lobby => progress += new_records,
+            NodeEvent::SyncCompleted { room, records, .. } if room == lobby && records > 0 => {
+                completed = Some(records);
+            }
+            _ => {}
+        }
+    }
+    assert!(members_seen, "b saw a join the room");
+    assert_eq!(progress, 1_000, "progress counts every record");
+    assert_eq!(completed, Some(1_000));
     common::wait_for_messages(&b, "lobby", 1_000).await?;
     println!(
         "late joiner synced 1,000 messages in {:?}",

@@ -29,9 +29,29 @@ impl EventLoop {
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 if let Some(&room) = self.topics.get(&topic) {
                     self.start_sync(peer_id, room);
+                    self.refresh_room_peers();
                 }
             }
+            gossipsub::Event::Unsubscribed { topic, .. } if self.topics.contains_key(&topic) => {
+                self.refresh_room_peers();
+            }
             _ => {}
+        }
+    }
+
+    /// Compares each joined room's connected members with the last ones reported, and reports
+    /// the rooms whose members changed.
+    pub(super) fn refresh_room_peers(&mut self) {
+        let mut changed = Vec::new();
+        for (&room, joined) in &self.rooms {
+            let peers = self.room_members(&joined.topic);
+            if self.room_peers.get(&room) != Some(&peers) {
+                changed.push((room, peers));
+            }
+        }
+        for (room, peers) in changed {
+            self.room_peers.insert(room, peers.clone());
+            self.emit(NodeEvent::RoomPeersChanged { room, peers });
         }
     }
 

@@ -9,6 +9,7 @@ use libp2p::request_response::{self, OutboundRequestId};
 use rand::seq::IndexedRandom;
 
 use super::{EventLoop, Exchange, MAX_SYNC_ROUNDS, Role, SyncBudget};
+use crate::NodeEvent;
 use crate::behaviour::{SYNC_FAULT_SCORE, SyncRequest, SyncResponse};
 use crate::rate_limit::TokenBucket;
 
@@ -17,14 +18,7 @@ impl EventLoop {
         let mut rng = rand::rng();
         let mut picks = Vec::new();
         for (&room, joined) in &self.rooms {
-            let members: Vec<PeerId> = self
-                .swarm
-                .behaviour()
-                .gossipsub
-                .all_peers()
-                .filter(|(_, topics)| topics.contains(&&joined.topic))
-                .map(|(peer, _)| *peer)
-                .collect();
+            let members = self.room_members(&joined.topic);
             if let Some(&peer) = members.choose(&mut rng) {
                 picks.push((peer, room));
             }
@@ -113,6 +107,16 @@ impl EventLoop {
         }
     }
 
+    fn report_sync_progress(&mut self, room: RoomId, peer: PeerId, new_records: usize) {
+        if new_records > 0 {
+            self.emit(NodeEvent::SyncProgress {
+                room,
+                peer,
+                new_records,
+            });
+        }
+    }
+
     /// Spends one request (and, for a fresh exchange, one exchange) of `peer`'s sync budget;
     /// `false` when it is spent, warned about once until the peer is within budget again.
     fn within_sync_budget(&mut self, peer: PeerId, start: bool) -> bool {
@@ -180,6 +184,7 @@ impl EventLoop {
             }
         };
         self.stored(room_id, &new);
+        self.report_sync_progress(room_id, peer, new.len());
         SyncResponse { message: reply }
     }
 
@@ -214,10 +219,18 @@ impl EventLoop {
                 None
             }
         };
+        let records = joined.room.len();
         self.stored(room, &new);
+        self.report_sync_progress(room, peer, new.len());
         let done = next.is_none() && response.message.is_none();
         if done || rounds + 1 >= MAX_SYNC_ROUNDS {
-            if !done {
+            if done {
+                self.emit(NodeEvent::SyncCompleted {
+                    room,
+                    peer,
+                    records,
+                });
+            } else {
                 tracing::warn!(%peer, "sync exchange cut off after {MAX_SYNC_ROUNDS} rounds");
             }
             self.syncing.remove(&(peer, room));
