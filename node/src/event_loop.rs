@@ -90,6 +90,8 @@ pub(crate) struct EventLoop {
     exchanges: HashMap<OutboundRequestId, Exchange>,
     /// Exchanges this node is running, at most one per peer and room.
     syncing: HashSet<(PeerId, RoomId)>,
+    /// Running exchanges to start again once they end (asked for while they ran).
+    rerun: HashSet<(PeerId, RoomId)>,
     /// Gossip waiting for its room's next batch, in arrival order.
     pending_gossip: HashMap<RoomId, Vec<PendingGossip>>,
     pending_count: usize,
@@ -132,6 +134,7 @@ impl EventLoop {
             sessions: HashMap::new(),
             exchanges: HashMap::new(),
             syncing: HashSet::new(),
+            rerun: HashSet::new(),
             pending_gossip: HashMap::new(),
             pending_count: 0,
             sync_faults: HashMap::new(),
@@ -237,6 +240,9 @@ impl EventLoop {
             }
             Command::Heads(name, reply) => {
                 let _ = reply.send(self.joined(&name).map(|j| j.room.heads()));
+            }
+            Command::SyncNow(name, reply) => {
+                let _ = reply.send(self.sync_now(&name));
             }
             Command::Rooms(reply) => {
                 let _ = reply.send(Ok(self.room_names()));
@@ -385,6 +391,7 @@ impl EventLoop {
             .unsubscribe(&room_topic(id));
         self.sessions.retain(|(_, room, _), _| *room != id);
         self.syncing.retain(|(_, room)| *room != id);
+        self.rerun.retain(|(_, room)| *room != id);
         self.room_peers.remove(&id);
         self.forget_room(id);
         self.save_room_list()?;
@@ -457,6 +464,7 @@ impl EventLoop {
         self.sync_budgets.remove(&peer);
         self.sessions.retain(|(p, _, _), _| *p != peer);
         self.syncing.retain(|(p, _)| *p != peer);
+        self.rerun.retain(|(p, _)| *p != peer);
         self.exchanges.retain(|_, exchange| exchange.peer != peer);
         self.emit(NodeEvent::PeerDisconnected(peer));
         self.refresh_room_peers();

@@ -23,6 +23,7 @@ pub(crate) enum Command {
     SetNickname(String, String, Reply<RecordId>),
     View(String, Reply<RoomView>),
     Heads(String, Reply<BTreeMap<u32, Vec<ChangeHash>>>),
+    SyncNow(String, Reply<usize>),
     Rooms(Reply<Vec<String>>),
     Peers(Reply<Vec<PeerId>>),
     Connections(Reply<u32>),
@@ -128,6 +129,14 @@ impl NodeHandle {
     pub async fn heads(&self, room: &str) -> Result<BTreeMap<u32, Vec<ChangeHash>>, NodeError> {
         let room = room.to_string();
         self.ask(|r| Command::Heads(room, r)).await
+    }
+
+    /// Starts a sync exchange about `room` with every connected member now, rather than at the
+    /// next anti-entropy tick; returns how many were started. Each ends with
+    /// [`crate::NodeEvent::SyncCompleted`], after which that peer holds everything this node has.
+    pub async fn sync_now(&self, room: &str) -> Result<usize, NodeError> {
+        let room = room.to_string();
+        self.ask(|r| Command::SyncNow(room, r)).await
     }
 
     /// The names of the joined rooms.

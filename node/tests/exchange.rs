@@ -152,3 +152,38 @@ async fn a_burst_of_300_gossiped_messages_arrives_complete() -> Result<()> {
     b.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_now_ends_with_the_peer_holding_what_was_just_posted() -> Result<()> {
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, mut events_a) = Node::spawn(common::config(dir_a.path(), Transport::Memory)).await?;
+    let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    b.join("lobby").await?;
+    common::connect(&b, &a).await?;
+    let b_id = b.peer_id();
+    common::eventually("b is a member of a's room", || async {
+        Ok(a.sync_now("lobby").await? == 1)
+    })
+    .await?;
+
+    // Posting many at once while exchanges run: the last exchange still ends after all of them.
+    let mut last = None;
+    for i in 0..20 {
+        last = Some(a.post("lobby", &format!("message {i}")).await?);
+    }
+    assert_eq!(a.sync_now("lobby").await?, 1);
+    let records = common::next_matching(&mut events_a, |e| match e {
+        NodeEvent::SyncCompleted { peer, records, .. } if *peer == b_id && *records == 20 => {
+            Some(*records)
+        }
+        _ => None,
+    })
+    .await?;
+    assert_eq!(records, 20);
+    let last = last.expect("posted");
+    assert!(b.view("lobby").await?.messages.iter().any(|m| m.id == last));
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}

@@ -11,6 +11,7 @@ use rand::seq::IndexedRandom;
 use super::{EventLoop, Exchange, MAX_SYNC_ROUNDS, Role, SyncBudget};
 use crate::NodeEvent;
 use crate::behaviour::{SYNC_FAULT_SCORE, SyncRequest, SyncResponse};
+use crate::error::NodeError;
 use crate::rate_limit::TokenBucket;
 
 impl EventLoop {
@@ -24,6 +25,31 @@ impl EventLoop {
             }
         }
         for (peer, room) in picks {
+            self.start_sync(peer, room);
+        }
+    }
+
+    /// Starts an exchange about the room `name` with each of its connected members.
+    pub(super) fn sync_now(&mut self, name: &str) -> Result<usize, NodeError> {
+        let joined = self.joined(name)?;
+        let room = joined.room.id();
+        let topic = joined.topic.clone();
+        let members = self.room_members(&topic);
+        for &peer in &members {
+            if self.syncing.contains(&(peer, room)) {
+                // The running exchange may have sent its last message already.
+                self.rerun.insert((peer, room));
+            } else {
+                self.start_sync(peer, room);
+            }
+        }
+        Ok(members.len())
+    }
+
+    /// Ends an exchange, and starts the next one if [`EventLoop::sync_now`] asked for it meanwhile.
+    fn end_exchange(&mut self, peer: PeerId, room: RoomId) {
+        self.syncing.remove(&(peer, room));
+        if self.rerun.remove(&(peer, room)) {
             self.start_sync(peer, room);
         }
     }
@@ -44,7 +70,7 @@ impl EventLoop {
         match joined.room.generate_sync_message(session) {
             Ok(message) => self.send_sync(peer, room, true, message, 0),
             Err(e) => {
-                self.syncing.remove(&(peer, room));
+                self.end_exchange(peer, room);
                 tracing::error!(error = %e, "generating a sync message failed");
             }
         }
@@ -96,7 +122,7 @@ impl EventLoop {
                 request_id, error, ..
             } => {
                 if let Some(exchange) = self.exchanges.remove(&request_id) {
-                    self.syncing.remove(&(exchange.peer, exchange.room));
+                    self.end_exchange(exchange.peer, exchange.room);
                     tracing::debug!(peer = %exchange.peer, %error, "sync request failed");
                 }
             }
@@ -197,7 +223,7 @@ impl EventLoop {
             self.rooms.get_mut(&room),
             self.sessions.get_mut(&(peer, room, Role::Initiator)),
         ) else {
-            self.syncing.remove(&(peer, room));
+            self.end_exchange(peer, room);
             return;
         };
         let mut new = Vec::new();
@@ -206,7 +232,7 @@ impl EventLoop {
                 Ok(progress) => new = progress.new_records,
                 Err(e) => {
                     session.reset();
-                    self.syncing.remove(&(peer, room));
+                    self.end_exchange(peer, room);
                     self.sync_fault(peer, &e);
                     return;
                 }
@@ -233,7 +259,7 @@ impl EventLoop {
             } else {
                 tracing::warn!(%peer, "sync exchange cut off after {MAX_SYNC_ROUNDS} rounds");
             }
-            self.syncing.remove(&(peer, room));
+            self.end_exchange(peer, room);
         } else {
             self.send_sync(peer, room, false, next, rounds + 1);
         }
