@@ -409,6 +409,11 @@ impl EventLoop {
         let written = write(&mut joined.room)?;
         joined.room.flush()?;
         let topic = joined.topic.clone();
+        let room = joined.room.id();
+        self.emit(NodeEvent::RecordWritten {
+            room,
+            record: written.record.clone().into(),
+        });
         match self
             .swarm
             .behaviour_mut()

@@ -56,6 +56,14 @@ pub enum NodeEvent {
         /// The record as indexed by the room.
         record: IndexedRecord,
     },
+    /// A record this node wrote (through [`NodeHandle`]) is stored durably; it is being published.
+    /// With [`NodeEvent::RecordReceived`], the event stream carries every record of a joined room.
+    RecordWritten {
+        /// The room's id.
+        room: RoomId,
+        /// The record as indexed by the room.
+        record: IndexedRecord,
+    },
     /// Something was refused or damaged: invalid input from a peer, or a local file set aside.
     Warning {
         /// The peer that sent the input, when a peer did.

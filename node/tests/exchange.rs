@@ -16,6 +16,11 @@ async fn two_peers_exchange_messages_both_ways(transport: Transport) -> Result<(
 
     let from_a = a.post("lobby", "hello from a").await?;
     let from_b = b.post("lobby", "hello from b").await?;
+    common::next_matching(&mut events_a, |e| match e {
+        NodeEvent::RecordWritten { record, .. } if record.id == from_a => Some(()),
+        _ => None,
+    })
+    .await?;
 
     let got_b = common::next_matching(&mut events_b, |e| match e {
         NodeEvent::RecordReceived { record, .. } if record.id == from_a => Some(record.clone()),
