@@ -1,12 +1,136 @@
-//! The `grapevine` binary. The terminal client, bootstrap node and scripting mode are built by the
-//! CLI issue; until then the binary says so instead of pretending to run.
+//! The `grapevine` binary: raw arguments become validated [`settings::Settings`], then one
+//! command runs. Exit codes: 0 done, 1 failed while running, 2 bad input (flags, addresses,
+//! config file, data directory, unknown room).
 
+mod args;
+mod history;
+mod input;
+mod line_mode;
+mod logging;
+mod output;
+mod sanitize;
+mod send;
+mod session;
+mod settings;
+mod signals;
+mod tui;
+
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser};
+use grapevine_node::crdt::Identity;
+use grapevine_node::{IDENTITY_FILE, Node};
+
+use args::{ChatArgs, Cli, Command};
+use settings::{Settings, SettingsError};
+
+/// Input the user must fix; reported in one line with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub String);
+
 fn main() -> ExitCode {
-    eprintln!(
-        "grapevine {}: the chat client is not built yet; `cargo bench -p grapevine-crdt` measures the room layer",
-        env!("CARGO_PKG_VERSION")
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let usage = error.downcast_ref::<UsageError>().is_some()
+                || error.downcast_ref::<SettingsError>().is_some()
+                || error
+                    .downcast_ref::<grapevine_node::NodeError>()
+                    .is_some_and(is_usage_error);
+            eprintln!("grapevine: {error:#}");
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+/// Node errors caused by what the user typed rather than by the machine or the network.
+fn is_usage_error(error: &grapevine_node::NodeError) -> bool {
+    use grapevine_node::NodeError;
+    matches!(error, NodeError::Listen { .. } | NodeError::RoomName(_))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Completions(args) => {
+            let mut command = Cli::command();
+            clap_complete::generate(
+                args.shell,
+                &mut command,
+                "grapevine",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the manual page")?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    let settings = Settings::resolve(&cli.common)?;
+    settings.prepare_data_dir()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Id => print_id(&settings),
+        Command::History(args) => {
+            logging::to_stderr();
+            history::run(&settings, &args.room, args.json)
+        }
+        Command::Send(args) => {
+            logging::to_stderr();
+            runtime.block_on(send::run(&settings, &args.room, &args.text, args.timeout))
+        }
+        Command::Chat(args) => {
+            logging::to_file(&settings.log_dir)?;
+            runtime.block_on(chat(&settings, args))
+        }
+        Command::Bootstrap | Command::Demo => {
+            Err(UsageError("this command is not available in this build yet".to_string()).into())
+        }
+        Command::Completions(_) | Command::Man => Ok(()),
+    }
+}
+
+/// Loads (or creates) the device key.
+fn identity(settings: &Settings) -> Result<Identity> {
+    let path = settings.data_dir.join(IDENTITY_FILE);
+    Identity::load_or_create(&path)
+        .with_context(|| format!("loading the device key {}", path.display()))
+}
+
+fn print_id(settings: &Settings) -> Result<()> {
+    let identity = identity(settings)?;
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
+        .context("deriving the peer id")?;
+    println!("peer id:    {}", keypair.public().to_peer_id());
+    println!("public key: {}", identity.public_key());
+    Ok(())
+}
+
+async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
+    let me = identity(settings)?.public_key();
+    let mut rooms = args.rooms.clone();
+    rooms.extend(
+        settings
+            .rooms
+            .iter()
+            .filter(|r| !args.rooms.contains(r))
+            .cloned(),
     );
-    ExitCode::from(2)
+    let nick = args.nick.as_deref().or(settings.nick.as_deref());
+    let (node, events) = Node::spawn(settings.node_config()).await?;
+    if args.plain || !std::io::stdin().is_terminal() {
+        line_mode::run(node, events, me, &rooms, nick).await
+    } else {
+        tui::run(node, events, me, &rooms, nick).await
+    }
 }

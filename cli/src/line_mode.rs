@@ -1,0 +1,97 @@
+//! `grapevine chat --plain`: for scripts and harnesses. Each input line is a message for the
+//! current room or a slash command; each output line is one JSON object ([`Output`]). Runs
+//! until stdin closes, `/quit`, Ctrl-C or SIGTERM, then stores everything and exits.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use grapevine_node::crdt::PublicKey;
+use grapevine_node::{NodeEvent, NodeHandle};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+
+use crate::input::{self, Input};
+use crate::output::Output;
+use crate::session::Session;
+
+/// Longest input line: far above the longest message (4 KiB), so only junk is refused.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Writes output lines to stdout, flushing each so a reader sees it at once.
+struct Printer {
+    stdout: std::io::Stdout,
+}
+
+impl Printer {
+    fn print(&mut self, outputs: impl IntoIterator<Item = Output>) -> Result<()> {
+        let mut out = self.stdout.lock();
+        for output in outputs {
+            writeln!(out, "{}", output.to_json()).context("writing to stdout")?;
+        }
+        out.flush().context("writing to stdout")
+    }
+}
+
+/// Runs line mode on a started node until the input ends; shuts the node down (storing
+/// everything) before returning.
+pub(crate) async fn run(
+    node: NodeHandle,
+    mut events: mpsc::Receiver<NodeEvent>,
+    me: PublicKey,
+    rooms: &[String],
+    nick: Option<&str>,
+) -> Result<()> {
+    let mut printer = Printer {
+        stdout: std::io::stdout(),
+    };
+    let (mut session, outputs) = Session::start(node.clone(), me, rooms, nick).await?;
+    printer.print(outputs)?;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    let mut stop = crate::signals::Stop::new()?;
+    let result = loop {
+        tokio::select! {
+            read = stdin.read_until(b'\n', &mut line) => {
+                match read {
+                    Ok(0) => break Ok(()),
+                    Ok(_) => {
+                        let outputs = handle_line(&mut session, &line).await;
+                        line.clear();
+                        match outputs {
+                            Some(outputs) => printer.print(outputs)?,
+                            None => break Ok(()),
+                        }
+                    }
+                    Err(e) => break Err(anyhow::Error::new(e).context("reading stdin")),
+                }
+            }
+            event = events.recv() => match event {
+                Some(event) => printer.print(session.on_event(&event))?,
+                None => break Ok(()),
+            },
+            () = stop.wait() => break Ok(()),
+        }
+    };
+    node.shutdown().await.context("storing the rooms")?;
+    result
+}
+
+/// The outputs for one input line; `None` for `/quit`.
+async fn handle_line(session: &mut Session, line: &[u8]) -> Option<Vec<Output>> {
+    let error = |message: String| Some(vec![Output::Error { message }]);
+    if line.len() > MAX_LINE_BYTES {
+        return error(format!("line of {} bytes ignored: too long", line.len()));
+    }
+    let Ok(line) = std::str::from_utf8(line) else {
+        return error("line ignored: not UTF-8".to_string());
+    };
+    match input::parse(line) {
+        Ok(None) => Some(Vec::new()),
+        Ok(Some(Input::Quit)) => None,
+        Ok(Some(input)) => match session.on_input(input).await {
+            Ok(outputs) => Some(outputs),
+            Err(message) => error(message),
+        },
+        Err(message) => error(message),
+    }
+}
