@@ -17,22 +17,30 @@ use tokio::sync::mpsc;
 
 const ROOM: &str = "lobby";
 
-fn loopback() -> Multiaddr {
-    "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")
+/// A fresh listen address on loopback TCP or in memory.
+fn local(transport: Transport) -> Multiaddr {
+    match transport {
+        Transport::Tcp => "/ip4/127.0.0.1/tcp/0",
+        Transport::Memory => "/memory/0",
+    }
+    .parse()
+    .expect("valid multiaddr")
 }
 
 fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)
 }
 
-/// A bootstrap node on loopback TCP with `relay` limits; returns it and its `/p2p/` address.
+/// A bootstrap node with `relay` limits; returns it and its `/p2p/` address.
 async fn relay_node(
     dir: &TempDir,
+    transport: Transport,
     relay: RelayLimits,
 ) -> Result<(NodeHandle, mpsc::Receiver<NodeEvent>, Multiaddr)> {
     let config = Config {
+        transport,
         relay: Some(relay),
-        ..Config::bootstrap_node(dir.path(), vec![loopback()])
+        ..Config::bootstrap_node(dir.path(), vec![local(transport)])
     };
     let (node, events) = Node::spawn(config).await?;
     let addr = node
@@ -48,6 +56,7 @@ async fn relay_node(
 /// A peer that knows only the relay node and listens on `listen` (no address at all: behind NAT).
 async fn peer(
     dir: &TempDir,
+    transport: Transport,
     relay: &Multiaddr,
     listen: Vec<Multiaddr>,
 ) -> Result<(NodeHandle, mpsc::Receiver<NodeEvent>)> {
@@ -55,7 +64,7 @@ async fn peer(
         listen_addrs: listen,
         bootstrap: vec![relay.clone()],
         room_lookup_interval: Duration::from_secs(1),
-        ..common::config(dir.path(), Transport::Tcp)
+        ..common::config(dir.path(), transport)
     };
     Ok(Node::spawn(config).await?)
 }
@@ -80,14 +89,26 @@ async fn relayed_address(node: &NodeHandle) -> Result<Multiaddr> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_behind_nat_reserve_at_the_relay_find_each_other_and_talk_through_it() -> Result<()> {
+    talk_through_the_relay(Transport::Tcp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_behind_nat_talk_through_the_relay_on_the_memory_transport() -> Result<()> {
+    talk_through_the_relay(Transport::Memory).await
+}
+
+/// Two peers with no listen address that know only the relay node reserve at it on their own,
+/// find each other in the DHT, and exchange messages both ways over the relay.
+async fn talk_through_the_relay(transport: Transport) -> Result<()> {
     let dirs = [
         tempfile::tempdir()?,
         tempfile::tempdir()?,
         tempfile::tempdir()?,
     ];
-    let (relay, _relay_events, relay_addr) = relay_node(&dirs[0], RelayLimits::default()).await?;
-    let (a, _a_events) = peer(&dirs[1], &relay_addr, Vec::new()).await?;
-    let (b, _b_events) = peer(&dirs[2], &relay_addr, Vec::new()).await?;
+    let (relay, _relay_events, relay_addr) =
+        relay_node(&dirs[0], transport, RelayLimits::default()).await?;
+    let (a, _a_events) = peer(&dirs[1], transport, &relay_addr, Vec::new()).await?;
+    let (b, _b_events) = peer(&dirs[2], transport, &relay_addr, Vec::new()).await?;
     // Neither was told to listen through the relay: each found it cannot be dialled.
     relayed_address(&a).await?;
     relayed_address(&b).await?;
@@ -144,12 +165,14 @@ async fn a_relayed_connection_is_upgraded_to_a_direct_one_by_hole_punching() -> 
         tempfile::tempdir()?,
         tempfile::tempdir()?,
     ];
-    let (relay, _relay_events, relay_addr) = relay_node(&dirs[0], RelayLimits::default()).await?;
+    let tcp = Transport::Tcp;
+    let (relay, _relay_events, relay_addr) =
+        relay_node(&dirs[0], tcp, RelayLimits::default()).await?;
     // A listens directly too, but nobody is told that address: B reaches A only through the
     // relay, and only DCUtR tells each side where to dial the other.
     let circuit = relay_addr.clone().with(Protocol::P2pCircuit);
-    let (a, mut a_events) = peer(&dirs[1], &relay_addr, vec![loopback(), circuit]).await?;
-    let (b, mut b_events) = peer(&dirs[2], &relay_addr, vec![loopback()]).await?;
+    let (a, mut a_events) = peer(&dirs[1], tcp, &relay_addr, vec![local(tcp), circuit]).await?;
+    let (b, mut b_events) = peer(&dirs[2], tcp, &relay_addr, vec![local(tcp)]).await?;
     let a_relayed = relayed_address(&a).await?;
     // libp2p's relay client fails a circuit dial while a dial to the relay is still in flight.
     common::eventually("B connected to the relay", || async {
@@ -203,11 +226,12 @@ async fn the_relay_refuses_reservations_beyond_its_limit() -> Result<()> {
         max_reservations: 1,
         ..RelayLimits::default()
     };
-    let (relay, _relay_events, relay_addr) = relay_node(&dirs[0], limits).await?;
+    let memory = Transport::Memory;
+    let (relay, _relay_events, relay_addr) = relay_node(&dirs[0], memory, limits).await?;
     let circuit = relay_addr.clone().with(Protocol::P2pCircuit);
-    let (first, _first_events) = peer(&dirs[1], &relay_addr, vec![circuit.clone()]).await?;
+    let (first, _first_events) = peer(&dirs[1], memory, &relay_addr, vec![circuit.clone()]).await?;
     relayed_address(&first).await?;
-    let second = peer(&dirs[2], &relay_addr, vec![circuit]).await;
+    let second = peer(&dirs[2], memory, &relay_addr, vec![circuit]).await;
     let error = second
         .err()
         .context("a second reservation was granted beyond a limit of one")?;
