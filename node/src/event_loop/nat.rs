@@ -56,7 +56,7 @@ impl Nat {
 }
 
 /// Whether an address goes through a relay.
-pub(super) fn is_relayed(addr: &Multiaddr) -> bool {
+fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)
 }
 
