@@ -63,10 +63,11 @@ pub(crate) async fn run(
 /// Waits for the room to have a connected member; joining reports the members already there.
 async fn wait_for_member(events: &mut mpsc::Receiver<NodeEvent>, room: RoomId) -> Result<()> {
     while let Some(event) = events.recv().await {
-        if let NodeEvent::RoomPeersChanged { room: r, peers } = event {
-            if r == room && !peers.is_empty() {
-                return Ok(());
-            }
+        if let NodeEvent::RoomPeersChanged { room: r, peers } = event
+            && r == room
+            && !peers.is_empty()
+        {
+            return Ok(());
         }
     }
     bail!("the node stopped")
@@ -75,10 +76,10 @@ async fn wait_for_member(events: &mut mpsc::Receiver<NodeEvent>, room: RoomId) -
 /// Waits for a sync exchange about the room to complete.
 async fn wait_for_sync(events: &mut mpsc::Receiver<NodeEvent>, room: RoomId) -> Result<()> {
     while let Some(event) = events.recv().await {
-        if let NodeEvent::SyncCompleted { room: r, .. } = event {
-            if r == room {
-                return Ok(());
-            }
+        if let NodeEvent::SyncCompleted { room: r, .. } = event
+            && r == room
+        {
+            return Ok(());
         }
     }
     bail!("the node stopped")

@@ -63,10 +63,10 @@ impl Session {
         for name in &wanted {
             session.node.join(name).await?;
             outputs.extend(session.track(name).await?);
-            if let Some(nick) = nick {
-                if session.nickname(name) != Some(nick) {
-                    session.node.set_nickname(name, nick).await?;
-                }
+            if let Some(nick) = nick
+                && session.nickname(name) != Some(nick)
+            {
+                session.node.set_nickname(name, nick).await?;
             }
         }
         session.current = wanted.first().or(rejoined.first()).cloned();
@@ -174,7 +174,7 @@ impl Session {
                 peer: peer.map(|p| p.to_string()),
                 message: reason.clone(),
             }],
-            NodeEvent::SyncProgress { .. } => Vec::new(),
+            NodeEvent::SyncProgress { .. } | NodeEvent::HolePunched(_) => Vec::new(),
         }
     }
 

@@ -13,13 +13,13 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, kad, mdns,
-    memory_connection_limits, ping,
+    StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify, kad,
+    mdns, memory_connection_limits, ping, relay,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, Transport};
+use crate::config::{Config, RelayLimits, Transport};
 
 /// Protocol id of history sync; the version moves when the wire format does.
 pub const SYNC_PROTOCOL: &str = "/grapevine/sync/1";
@@ -178,7 +178,17 @@ impl request_response::Codec for SyncCodec {
 }
 
 /// Every protocol of a node: blocked peers and connection bounds first (so they can refuse
-/// before anyone else acts), then room gossip, history sync, and identify, ping, Kademlia and mDNS for discovery.
+/// before anyone else acts), then room gossip, history sync, identify, ping, Kademlia and mDNS for discovery, and
+/// NAT traversal: AutoNAT, the circuit relay v2 client (and server on bootstrap nodes) and DCUtR.
+///
+/// AutoNAT is version 2 (`/libp2p/autonat/2/*`), which libp2p 0.57 ships beside v1 and which works
+/// with our TCP, QUIC and memory transports: its server dials back from a new port, so a port
+/// already opened by hole punching or port reuse cannot fake reachability as it can in v1, and a
+/// probe costs the asking peer more bytes than the dial-back costs the server, so servers cannot be
+/// used for amplification. A v2 client confirms each address it tests as an external address, which
+/// is what moves Kademlia to server mode; v1's only extra, a summary "private" status, is derived
+/// from failed probes instead (see the event loop's `nat` part). The server half runs only on
+/// [`Config::reachable`] nodes, since a dial-back from a node behind NAT proves nothing.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
@@ -190,10 +200,21 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<MemoryStore>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) autonat: autonat::v2::client::Behaviour,
+    pub(crate) autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay: Toggle<relay::Behaviour>,
+    pub(crate) dcutr: dcutr::Behaviour,
 }
 
 impl Behaviour {
-    pub(crate) fn new(keypair: &Keypair, config: &Config) -> Result<Self, String> {
+    /// Composes the behaviour; `relay_client` comes from the swarm builder, which pairs it with
+    /// the relay transport.
+    pub(crate) fn new(
+        keypair: &Keypair,
+        config: &Config,
+        relay_client: relay::client::Behaviour,
+    ) -> Result<Self, String> {
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
@@ -230,8 +251,13 @@ impl Behaviour {
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config.set_periodic_bootstrap_interval(Some(KAD_BOOTSTRAP_INTERVAL));
         let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kad_config);
-        // Auto mode is a client until an external address is confirmed.
-        kad.set_mode(config.reachable.then_some(kad::Mode::Server));
+        // Not libp2p's auto mode, which would also serve behind a relayed address: the event
+        // loop moves to server mode when a direct external address is confirmed.
+        kad.set_mode(Some(if config.reachable {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
         // The memory transport has no local network to search.
         let mdns = if config.mdns && config.transport == Transport::Tcp {
             Some(
@@ -253,6 +279,12 @@ impl Behaviour {
         );
         let memory =
             memory_connection_limits::Behaviour::with_max_percentage(l.max_memory_fraction);
+        let autonat_server = config
+            .reachable
+            .then(autonat::v2::server::Behaviour::default);
+        let relay = config
+            .relay
+            .map(|r| relay::Behaviour::new(local, relay_config(r)));
         Ok(Self {
             blocked: allow_block_list::Behaviour::default(),
             limits,
@@ -263,7 +295,26 @@ impl Behaviour {
             ping,
             kad,
             mdns: mdns.into(),
+            autonat: autonat::v2::client::Behaviour::default(),
+            autonat_server: autonat_server.into(),
+            relay_client,
+            relay: relay.into(),
+            dcutr: dcutr::Behaviour::new(local),
         })
+    }
+}
+
+/// The relay server's configuration: our limits, libp2p's default rate limits per peer and IP.
+fn relay_config(limits: RelayLimits) -> relay::Config {
+    relay::Config {
+        max_reservations: limits.max_reservations,
+        max_reservations_per_peer: limits.max_reservations_per_peer,
+        reservation_duration: limits.reservation_duration,
+        max_circuits: limits.max_circuits,
+        max_circuits_per_peer: limits.max_circuits_per_peer,
+        max_circuit_duration: limits.max_circuit_duration,
+        max_circuit_bytes: limits.max_circuit_bytes,
+        ..relay::Config::default()
     }
 }
 

@@ -43,8 +43,9 @@ pub const DEFAULT_REACHABLE: bool = false;
 /// mDNS is on for users: peers on the same LAN find each other with no configuration at all.
 pub const DEFAULT_MDNS: bool = true;
 
-/// Connections to one peer: two, so both sides dialling at once is not refused, but no more.
-pub const DEFAULT_MAX_ESTABLISHED_PER_PEER: u32 = 2;
+/// Connections to one peer: three, so a relayed connection plus the two direct ones that hole
+/// punching (DCUtR) opens when both sides dial at once are not refused, but no more.
+pub const DEFAULT_MAX_ESTABLISHED_PER_PEER: u32 = 3;
 /// Incoming connections: room meshes (gossipsub keeps up to 12 peers per room) for a handful of
 /// rooms plus DHT traffic when serving; more would only cost memory and file descriptors.
 pub const DEFAULT_MAX_ESTABLISHED_INCOMING: u32 = 96;
@@ -77,7 +78,82 @@ pub const DEFAULT_SYNC_REQUESTS_PER_PEER: Rate = Rate {
     per_second: 8.0,
 };
 
-/// Bounds on connections and on the work one peer can ask for, so no number of peers can exhaust memory or file descriptors.
+/// Bootstrap node, established connections in all: a few hundred newcomers asking the DHT at once
+/// plus the peers holding relay reservations, well within a small VPS's 1,024 file descriptors.
+pub const BOOTSTRAP_MAX_ESTABLISHED: u32 = 384;
+/// Bootstrap node, incoming connections: nearly all of its connections are opened by others.
+pub const BOOTSTRAP_MAX_ESTABLISHED_INCOMING: u32 = 352;
+/// Bootstrap node, outgoing connections: DHT upkeep and AutoNAT dial-backs only.
+pub const BOOTSTRAP_MAX_ESTABLISHED_OUTGOING: u32 = 64;
+/// Bootstrap node, handshakes in progress from others: tight, since each costs a Noise handshake
+/// on a small CPU and a burst of dials is the cheapest way to load a public node.
+pub const BOOTSTRAP_MAX_PENDING_INCOMING: u32 = 16;
+/// Bootstrap node, its own dials in progress: DHT refreshes and AutoNAT dial-backs.
+pub const BOOTSTRAP_MAX_PENDING_OUTGOING: u32 = 16;
+/// Bootstrap node, share of memory: the node is the VPS's main process, but the kernel's socket
+/// buffers and the page cache need the rest.
+pub const BOOTSTRAP_MAX_MEMORY_FRACTION: f64 = 0.6;
+/// Bootstrap node, idle connection timeout: it joins no room, so once a newcomer's DHT queries
+/// and identify are done the connection closes; relay reservations and circuits keep theirs open.
+pub const BOOTSTRAP_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Relay reservations held at once: each is one NATed peer reachable through this node, and holds
+/// one connection open; 128 (libp2p's default) fits a small VPS's connection budget.
+pub const DEFAULT_RELAY_MAX_RESERVATIONS: usize = 128;
+/// Reservations per peer: two, so a peer that reconnects can renew before its old one expires.
+pub const DEFAULT_RELAY_MAX_RESERVATIONS_PER_PEER: usize = 2;
+/// How long a reservation lasts before the peer must renew it: libp2p's one hour; the client
+/// renews on its own.
+pub const DEFAULT_RELAY_RESERVATION_DURATION: Duration = Duration::from_secs(60 * 60);
+/// Circuits relayed at once: each carries a chat connection between two NATed peers until they
+/// punch a hole or the circuit ends; 32 bounds the relay's bandwidth on a small VPS.
+pub const DEFAULT_RELAY_MAX_CIRCUITS: usize = 32;
+/// Circuits per peer: a peer in a few rooms talks to a few relayed members at once.
+pub const DEFAULT_RELAY_MAX_CIRCUITS_PER_PEER: usize = 4;
+/// How long one circuit lasts: libp2p's two minutes, enough for hole punching and a history sync;
+/// room lookups redial a member whose circuit ended.
+pub const DEFAULT_RELAY_MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(2 * 60);
+/// Bytes relayed per circuit (both directions): 1 MiB, room for a history sync of chat text,
+/// while 32 circuits at most cost the relay about 270 KB/s.
+pub const DEFAULT_RELAY_MAX_CIRCUIT_BYTES: u64 = 1 << 20;
+
+/// Bounds of the circuit relay v2 server a bootstrap node runs, so relaying for peers behind NAT
+/// cannot exhaust the relay's connections or bandwidth. libp2p's per-peer and per-IP rate limits
+/// on reservations and circuits apply as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Most reservations held at once.
+    pub max_reservations: usize,
+    /// Most reservations held by one peer.
+    pub max_reservations_per_peer: usize,
+    /// Lifetime of a reservation before it must be renewed.
+    pub reservation_duration: Duration,
+    /// Most circuits relayed at once.
+    pub max_circuits: usize,
+    /// Most circuits with one peer at either end.
+    pub max_circuits_per_peer: usize,
+    /// Lifetime of one circuit.
+    pub max_circuit_duration: Duration,
+    /// Bytes relayed over one circuit before it is closed.
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            max_reservations: DEFAULT_RELAY_MAX_RESERVATIONS,
+            max_reservations_per_peer: DEFAULT_RELAY_MAX_RESERVATIONS_PER_PEER,
+            reservation_duration: DEFAULT_RELAY_RESERVATION_DURATION,
+            max_circuits: DEFAULT_RELAY_MAX_CIRCUITS,
+            max_circuits_per_peer: DEFAULT_RELAY_MAX_CIRCUITS_PER_PEER,
+            max_circuit_duration: DEFAULT_RELAY_MAX_CIRCUIT_DURATION,
+            max_circuit_bytes: DEFAULT_RELAY_MAX_CIRCUIT_BYTES,
+        }
+    }
+}
+
+/// Bounds on connections and on the work one peer can ask for, so no number of peers can
+/// exhaust memory or file descriptors.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Most established connections to one peer.
@@ -116,6 +192,24 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The bounds of a bootstrap node on a small VPS (about 1 vCPU, 1 GB of memory, 1,024 file
+    /// descriptors): a few hundred peers at once, few handshakes in flight.
+    pub fn bootstrap() -> Self {
+        Self {
+            max_established_per_peer: DEFAULT_MAX_ESTABLISHED_PER_PEER,
+            max_established_incoming: BOOTSTRAP_MAX_ESTABLISHED_INCOMING,
+            max_established_outgoing: BOOTSTRAP_MAX_ESTABLISHED_OUTGOING,
+            max_established: BOOTSTRAP_MAX_ESTABLISHED,
+            max_pending_incoming: BOOTSTRAP_MAX_PENDING_INCOMING,
+            max_pending_outgoing: BOOTSTRAP_MAX_PENDING_OUTGOING,
+            max_memory_fraction: BOOTSTRAP_MAX_MEMORY_FRACTION,
+            sync_exchanges_per_peer: DEFAULT_SYNC_EXCHANGES_PER_PEER,
+            sync_requests_per_peer: DEFAULT_SYNC_REQUESTS_PER_PEER,
+        }
+    }
+}
+
 /// Which libp2p transport the node uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
@@ -139,12 +233,17 @@ pub struct Config {
     /// Peers dialled at start, so a node has someone to gossip and sync with. An address that
     /// ends in `/p2p/<peer id>` also seeds the Kademlia routing table.
     pub bootstrap: Vec<Multiaddr>,
-    /// This node can be dialled at its listen addresses: it serves Kademlia (server mode) and
-    /// advertises those addresses. Otherwise Kademlia stays a client until libp2p confirms an
-    /// external address.
+    /// This node can be dialled at its listen addresses: it serves Kademlia (server mode),
+    /// advertises those addresses and answers AutoNAT probes. Otherwise Kademlia stays a client
+    /// until AutoNAT confirms a direct (not relayed) external address, and the node reserves a
+    /// relay slot at its bootstrap peers when it finds it cannot be dialled.
     pub reachable: bool,
     /// Find peers on the local network with mDNS and dial them (with [`Transport::Tcp`] only).
     pub mdns: bool,
+    /// Serve as a circuit relay v2 for peers behind NAT, within these limits; `None` on a chat
+    /// node. Every node is a relay client, and a [`Config::reachable`] node also answers AutoNAT
+    /// probes.
+    pub relay: Option<RelayLimits>,
     /// Interval of the Kademlia lookup (and announcement) of each joined room.
     pub room_lookup_interval: Duration,
     /// Connection and memory bounds.
@@ -180,6 +279,7 @@ impl Default for Config {
             bootstrap: Vec::new(),
             reachable: DEFAULT_REACHABLE,
             mdns: DEFAULT_MDNS,
+            relay: None,
             room_lookup_interval: DEFAULT_ROOM_LOOKUP_INTERVAL,
             limits: Limits::default(),
             heartbeat: DEFAULT_HEARTBEAT,
@@ -190,6 +290,26 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+        }
+    }
+}
+
+impl Config {
+    /// A long-lived volunteer node at a public address, which others list as their bootstrap
+    /// peer: it serves the DHT (Kademlia server mode), relays for peers behind NAT and answers
+    /// their AutoNAT probes, joins no rooms, skips mDNS, and keeps to the [`Limits::bootstrap`]
+    /// and [`RelayLimits`] bounds of a small VPS. Its connections close when idle (after
+    /// [`BOOTSTRAP_IDLE_CONNECTION_TIMEOUT`]) unless a reservation or circuit holds them.
+    pub fn bootstrap_node(data_dir: impl Into<PathBuf>, listen_addrs: Vec<Multiaddr>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen_addrs,
+            reachable: true,
+            mdns: false,
+            relay: Some(RelayLimits::default()),
+            limits: Limits::bootstrap(),
+            idle_connection_timeout: BOOTSTRAP_IDLE_CONNECTION_TIMEOUT,
+            ..Self::default()
         }
     }
 }

@@ -6,23 +6,25 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use grapevine_crdt::{Identity, RecordId, Room, RoomId, Store, SyncSession, Written};
+use libp2p::core::ConnectedPoint;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
 use libp2p::request_response::OutboundRequestId;
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{PeerId, Swarm};
 use tokio::sync::mpsc;
 use tokio::time::Interval;
 
-use crate::NodeEvent;
 use crate::behaviour::{Behaviour, BehaviourEvent, Envelope, room_topic, room_topic_score};
 use crate::config::Config;
 use crate::error::NodeError;
 use crate::handle::Command;
 use crate::rate_limit::{Rate, TokenBucket};
+use crate::{NodeEvent, PeerConnection};
 
 mod discovery;
 mod gossip;
+mod nat;
 mod sync;
 
 /// Gossip messages held for one batch at most: a batch costs about as much as one change, but
@@ -82,6 +84,10 @@ pub(crate) struct EventLoop {
     room_lookup_timer: Interval,
     /// Listen addresses are advertised as external addresses (see [`Config::reachable`]).
     reachable: bool,
+    /// Reachability and relay reservations.
+    nat: nat::Nat,
+    /// Every open connection, so the program can tell direct peers from relayed ones.
+    connections: HashMap<ConnectionId, (PeerId, PeerConnection)>,
     rooms: HashMap<RoomId, Joined>,
     topics: HashMap<gossipsub::TopicHash, RoomId>,
     /// Sync state per peer, room and role; dropped when the peer disconnects.
@@ -129,6 +135,8 @@ impl EventLoop {
             sync_timer,
             room_lookup_timer,
             reachable: config.reachable,
+            nat: nat::Nat::new(&config.bootstrap),
+            connections: HashMap::new(),
             rooms: HashMap::new(),
             topics: HashMap::new(),
             sessions: HashMap::new(),
@@ -256,6 +264,15 @@ impl EventLoop {
             }
             Command::PeerScore(peer, reply) => {
                 let _ = reply.send(Ok(self.swarm.behaviour().gossipsub.peer_score(&peer)));
+            }
+            Command::PeerConnections(peer, reply) => {
+                let connections = self
+                    .connections
+                    .values()
+                    .filter(|(p, _)| *p == peer)
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                let _ = reply.send(Ok(connections));
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(Ok(self.swarm.listeners().cloned().collect()));
@@ -438,19 +455,47 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.handle_identify(event),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.handle_kad(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(event)) => self.handle_mdns(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(_)) => {}
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => self.handle_autonat(event),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
+                self.handle_relay_client(event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.handle_relay_server(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.handle_dcutr(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(_) | BehaviourEvent::AutonatServer(_)) => {}
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Memory(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
+                endpoint,
                 num_established,
                 ..
-            } if num_established.get() == 1 => self.emit(NodeEvent::PeerConnected(peer_id)),
+            } => self.handle_connection_established(
+                peer_id,
+                connection_id,
+                &endpoint,
+                num_established.get(),
+            ),
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
-            } => self.handle_peer_gone(peer_id),
+            } => {
+                self.connections.remove(&connection_id);
+                if num_established == 0 {
+                    self.handle_peer_gone(peer_id);
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                self.handle_external_addr_confirmed(address)
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                self.handle_external_addr_expired(address)
+            }
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                self.handle_listener_closed(listener_id)
+            }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
                 if self.reachable {
@@ -461,6 +506,23 @@ impl EventLoop {
                 tracing::debug!(?peer_id, %error, "dial failed");
             }
             _ => {}
+        }
+    }
+
+    fn handle_connection_established(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        endpoint: &ConnectedPoint,
+        established: u32,
+    ) {
+        let info = PeerConnection {
+            remote_addr: endpoint.get_remote_address().clone(),
+            relayed: endpoint.is_relayed(),
+        };
+        self.connections.insert(connection, (peer, info));
+        if established == 1 {
+            self.emit(NodeEvent::PeerConnected(peer));
         }
     }
 

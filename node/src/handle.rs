@@ -6,6 +6,7 @@ use grapevine_crdt::{ChangeHash, RecordId, RoomView};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::PeerConnection;
 use crate::error::NodeError;
 
 /// The reply channel of one command.
@@ -28,6 +29,7 @@ pub(crate) enum Command {
     Peers(Reply<Vec<PeerId>>),
     Connections(Reply<u32>),
     PeerScore(PeerId, Reply<Option<f64>>),
+    PeerConnections(PeerId, Reply<Vec<PeerConnection>>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Dial(Multiaddr, Reply<()>),
     Block(PeerId, Reply<()>),
@@ -159,6 +161,12 @@ impl NodeHandle {
     /// (and tests) can see that a peer sending invalid input is penalised.
     pub async fn peer_score(&self, peer: PeerId) -> Result<Option<f64>, NodeError> {
         self.ask(|r| Command::PeerScore(peer, r)).await
+    }
+
+    /// The open connections to a peer, so the program (and tests) can tell whether the peer is
+    /// reached directly or through a relay.
+    pub async fn peer_connections(&self, peer: PeerId) -> Result<Vec<PeerConnection>, NodeError> {
+        self.ask(|r| Command::PeerConnections(peer, r)).await
     }
 
     /// The addresses this node listens on, so others can dial it.

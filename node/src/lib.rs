@@ -6,10 +6,13 @@
 //! - [`handle`]: [`NodeHandle`], commands with replies over a bounded channel.
 //! - `event_loop`: the task that owns the swarm and the rooms; one `select!` step at a time.
 //!   Its `gossip` part checks and batches room gossip; its `sync` part runs history sync.
-//!   Its `discovery` part finds room members through Kademlia provider records and mDNS.
+//!   Its `discovery` part finds room members through Kademlia provider records and mDNS; its
+//!   `nat` part follows reachability (AutoNAT), reserves relay slots when the node cannot be
+//!   dialled, and reports hole punching (DCUtR).
 //! - [`behaviour`]: the composed libp2p behaviour (connection limits, gossipsub rooms,
-//!   `/grapevine/sync/1` history sync, identify, ping, Kademlia `/grapevine/kad/1.0.0`, mDNS)
-//!   and the wire formats of gossip envelopes and sync requests.
+//!   `/grapevine/sync/1` history sync, identify, ping, Kademlia `/grapevine/kad/1.0.0`, mDNS,
+//!   AutoNAT v2, circuit relay v2 client and server, DCUtR) and the wire formats of gossip
+//!   envelopes and sync requests.
 //! - `rate_limit`: token buckets bounding the sync work each peer can ask for.
 //! - `room_list`: the joined rooms' names, saved in the data directory and rejoined at start.
 //! - [`error`]: the error type, [`NodeError`].
@@ -28,11 +31,12 @@ use libp2p::core::upgrade::Version;
 use libp2p::futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, Transport as _, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
 pub use behaviour::room_topic;
-pub use config::{Config, Limits, Transport};
+pub use config::{Config, Limits, RelayLimits, Transport};
 pub use error::NodeError;
 pub use grapevine_crdt as crdt;
 pub use handle::NodeHandle;
@@ -103,6 +107,19 @@ pub enum NodeEvent {
     PeerConnected(PeerId),
     /// The last connection to a peer closed.
     PeerDisconnected(PeerId),
+    /// A relayed connection to a peer was joined by a direct one through hole punching (DCUtR),
+    /// so traffic with that peer no longer depends on a relay's limits.
+    HolePunched(PeerId),
+}
+
+/// One open connection to a peer, as [`NodeHandle::peer_connections`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConnection {
+    /// The peer's address on this connection: the address dialled, or the one the peer came
+    /// from (just `/p2p/<peer>` for a connection relayed to us).
+    pub remote_addr: Multiaddr,
+    /// The connection runs through a relay (`/p2p-circuit`) rather than directly.
+    pub relayed: bool,
 }
 
 /// Starts nodes.
@@ -140,7 +157,14 @@ impl Node {
         }
         seed_routing_table(&mut swarm, &config.bootstrap);
         for addr in &config.bootstrap {
-            if let Err(e) = swarm.dial(addr.clone()) {
+            // Named peers are dialled only when not yet connected (a relay listener may have).
+            let opts = match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
+                    .addresses(vec![addr.clone()])
+                    .build(),
+                _ => DialOpts::from(addr.clone()),
+            };
+            if let Err(e) = swarm.dial(opts) {
                 tracing::warn!(%addr, error = %e, "could not dial bootstrap peer");
             }
         }
@@ -192,7 +216,9 @@ fn build_swarm(
             )
             .map_err(|e| setup(&e))?
             .with_quic()
-            .with_behaviour(|key| Behaviour::new(key, config).map_err(BoxError::from))
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| setup(&e))?
+            .with_behaviour(|key, relay| Behaviour::new(key, config, relay).map_err(BoxError::from))
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
@@ -208,7 +234,9 @@ fn build_swarm(
                 )
             })
             .map_err(|e| setup(&e))?
-            .with_behaviour(|key| Behaviour::new(key, config).map_err(BoxError::from))
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| setup(&e))?
+            .with_behaviour(|key, relay| Behaviour::new(key, config, relay).map_err(BoxError::from))
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),

@@ -138,21 +138,21 @@ fn draw_messages(frame: &mut Frame, app: &App, me: &PublicKey, area: Rect) {
 
 fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
     let mut text = format!("{} peers", app.peers.len());
-    if let Some(name) = &app.current {
-        if let Some(pane) = app.rooms.get(name) {
-            let sync = match (&pane.sync, pane.members.is_empty()) {
-                (SyncState::Syncing(n), _) => format!("syncing {n} records"),
-                (SyncState::Complete, _) => "history complete".to_string(),
-                (SyncState::Waiting, true) => "no members online yet".to_string(),
-                (SyncState::Waiting, false) => "syncing".to_string(),
-            };
-            text.push_str(&format!(
-                " │ #{name}: {} members │ {sync}",
-                pane.members.len()
-            ));
-            if pane.scroll > 0 {
-                text.push_str(" │ scrolled back (PgDn)");
-            }
+    if let Some(name) = &app.current
+        && let Some(pane) = app.rooms.get(name)
+    {
+        let sync = match (&pane.sync, pane.members.is_empty()) {
+            (SyncState::Syncing(n), _) => format!("syncing {n} records"),
+            (SyncState::Complete, _) => "history complete".to_string(),
+            (SyncState::Waiting, true) => "no members online yet".to_string(),
+            (SyncState::Waiting, false) => "syncing".to_string(),
+        };
+        text.push_str(&format!(
+            " │ #{name}: {} members │ {sync}",
+            pane.members.len()
+        ));
+        if pane.scroll > 0 {
+            text.push_str(" │ scrolled back (PgDn)");
         }
     }
     if let Some(warning) = &app.last_warning {

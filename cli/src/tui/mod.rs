@@ -97,12 +97,11 @@ async fn event_loop(
             },
             event = events.recv() => match event {
                 Some(event) => {
-                    if let NodeEvent::SyncProgress { room, new_records, .. } = &event {
-                        if let Some(name) = session.room_name(*room) {
+                    if let NodeEvent::SyncProgress { room, new_records, .. } = &event
+                        && let Some(name) = session.room_name(*room) {
                             let name = name.to_string();
                             app.sync_progress(&name, *new_records);
                         }
-                    }
                     for output in session.on_event(&event) {
                         app.apply(output);
                     }
@@ -195,10 +194,10 @@ async fn submit(session: &mut Session, app: &mut App) -> std::ops::ControlFlow<(
                     for output in outputs {
                         app.apply(output);
                     }
-                    if let Some(current) = session.current() {
-                        if joining || app.current.as_deref() != Some(current) {
-                            app.show(current);
-                        }
+                    if let Some(current) = session.current()
+                        && (joining || app.current.as_deref() != Some(current))
+                    {
+                        app.show(current);
                     }
                 }
                 Err(message) => app.notice(&format!("error: {message}")),

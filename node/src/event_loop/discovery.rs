@@ -41,6 +41,7 @@ impl EventLoop {
         let identify::Event::Received { peer_id, info, .. } = event else {
             return;
         };
+        self.note_relay(peer_id, &info.protocols);
         // Only peers that serve the DHT belong in the routing table.
         if !info.protocols.contains(&StreamProtocol::new(KAD_PROTOCOL)) {
             return;

@@ -1,0 +1,187 @@
+//! Getting through NAT: AutoNAT probes decide whether others can dial this node; one that cannot
+//! reserves a slot at its relay-capable bootstrap peers (listening on
+//! `<bootstrap addr>/p2p-circuit`); Kademlia serves only behind a confirmed direct address; and
+//! DCUtR upgrades relayed connections to direct ones where a hole can be punched.
+
+use std::collections::{HashMap, HashSet};
+
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, autonat, dcutr, kad, relay};
+
+use super::EventLoop;
+use crate::NodeEvent;
+
+/// What this node knows about whether others can dial it directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reachability {
+    /// No probe has answered yet.
+    Unknown,
+    /// A probe failed and no direct address is confirmed: behind NAT or a firewall.
+    Private,
+    /// A direct external address is confirmed.
+    Public,
+}
+
+/// Reachability and the relay reservations that stand in for it.
+pub(super) struct Nat {
+    reachability: Reachability,
+    /// The configured bootstrap peers that name their peer id, with their address.
+    bootstrap: HashMap<PeerId, Multiaddr>,
+    /// Bootstrap peers whose identify lists the relay hop protocol.
+    relays: HashSet<PeerId>,
+    /// Reservations this node asked for, by their listener, with the relay holding each.
+    reservations: HashMap<ListenerId, PeerId>,
+}
+
+impl Nat {
+    pub(super) fn new(bootstrap: &[Multiaddr]) -> Self {
+        let bootstrap = bootstrap
+            .iter()
+            .filter_map(|addr| {
+                let mut addr = addr.clone();
+                match addr.pop() {
+                    Some(Protocol::P2p(peer)) => Some((peer, addr)),
+                    _ => None,
+                }
+            })
+            .collect();
+        Self {
+            reachability: Reachability::Unknown,
+            bootstrap,
+            relays: HashSet::new(),
+            reservations: HashMap::new(),
+        }
+    }
+}
+
+/// Whether an address goes through a relay.
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
+impl EventLoop {
+    /// Notes a bootstrap peer that offers relaying (from its identify), and reserves there if
+    /// this node cannot be dialled.
+    pub(super) fn note_relay(&mut self, peer: PeerId, protocols: &[StreamProtocol]) {
+        if self.nat.bootstrap.contains_key(&peer) && protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            self.nat.relays.insert(peer);
+            self.reserve_if_unreachable();
+        }
+    }
+
+    pub(super) fn handle_autonat(&mut self, event: autonat::v2::client::Event) {
+        match event.result {
+            Ok(()) => {
+                tracing::info!(addr = %event.tested_addr, server = %event.server, "reachable");
+            }
+            Err(error) => {
+                tracing::info!(
+                    addr = %event.tested_addr, server = %event.server, %error, "not reachable"
+                );
+                if self.nat.reachability != Reachability::Public {
+                    self.nat.reachability = Reachability::Private;
+                    self.reserve_if_unreachable();
+                }
+            }
+        }
+    }
+
+    /// A direct external address makes this node a DHT server and its reservations needless;
+    /// a relayed one (from a reservation) changes neither.
+    pub(super) fn handle_external_addr_confirmed(&mut self, address: Multiaddr) {
+        tracing::info!(%address, "external address confirmed");
+        if is_relayed(&address) {
+            return;
+        }
+        self.nat.reachability = Reachability::Public;
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .set_mode(Some(kad::Mode::Server));
+        for (listener, _) in self.nat.reservations.drain() {
+            self.swarm.remove_listener(listener);
+        }
+    }
+
+    /// Back to a DHT client when the last direct external address expires.
+    pub(super) fn handle_external_addr_expired(&mut self, address: Multiaddr) {
+        tracing::info!(%address, "external address expired");
+        let direct = self.swarm.external_addresses().any(|a| !is_relayed(a));
+        if !self.reachable && !direct {
+            self.nat.reachability = Reachability::Unknown;
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .set_mode(Some(kad::Mode::Client));
+        }
+    }
+
+    /// A closed reservation may be asked for again when its relay is next identified.
+    pub(super) fn handle_listener_closed(&mut self, listener: ListenerId) {
+        if let Some(relay) = self.nat.reservations.remove(&listener) {
+            self.nat.relays.remove(&relay);
+        }
+    }
+
+    pub(super) fn handle_relay_client(&mut self, event: relay::client::Event) {
+        tracing::info!(?event, "relay client");
+    }
+
+    pub(super) fn handle_relay_server(&mut self, event: relay::Event) {
+        tracing::debug!(?event, "relay server");
+    }
+
+    pub(super) fn handle_dcutr(&mut self, event: dcutr::Event) {
+        match event.result {
+            Ok(_) => {
+                tracing::info!(peer = %event.remote_peer_id, "hole punched");
+                self.emit(NodeEvent::HolePunched(event.remote_peer_id));
+            }
+            Err(error) => {
+                tracing::debug!(peer = %event.remote_peer_id, %error, "hole punching failed");
+            }
+        }
+    }
+
+    /// Listens through every relay-capable bootstrap peer not yet used, when this node is not
+    /// told to be reachable and either a probe failed or it has no direct listen address at all.
+    fn reserve_if_unreachable(&mut self) {
+        let no_direct_listener = self.swarm.listeners().all(is_relayed);
+        let unreachable = !self.reachable
+            && match self.nat.reachability {
+                Reachability::Public => false,
+                Reachability::Private => true,
+                Reachability::Unknown => no_direct_listener,
+            };
+        if !unreachable {
+            return;
+        }
+        let relays: Vec<PeerId> = self.nat.relays.iter().copied().collect();
+        for relay in relays {
+            let asked = self.nat.reservations.values().any(|r| *r == relay);
+            // A reservation may also come from the configured listen addresses.
+            let listening = self
+                .swarm
+                .listeners()
+                .any(|a| is_relayed(a) && a.iter().any(|p| p == Protocol::P2p(relay)));
+            if asked || listening {
+                continue;
+            }
+            let Some(addr) = self.nat.bootstrap.get(&relay) else {
+                continue;
+            };
+            let circuit = addr
+                .clone()
+                .with(Protocol::P2p(relay))
+                .with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    tracing::info!(%circuit, "not reachable: reserving a relay slot");
+                    self.nat.reservations.insert(listener, relay);
+                }
+                Err(error) => tracing::warn!(%circuit, %error, "relay reservation failed"),
+            }
+        }
+    }
+}
