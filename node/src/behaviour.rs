@@ -222,6 +222,9 @@ impl Behaviour {
                 gossipsub::MessageId::from(Sha256::digest(&message.data).to_vec())
             })
             .max_transmit_size(config.max_message_size)
+            .mesh_n(MESH_N)
+            .mesh_n_low(MESH_N_LOW)
+            .mesh_n_high(MESH_N_HIGH)
             .heartbeat_interval(config.heartbeat)
             .heartbeat_initial_delay(config.heartbeat_initial_delay)
             .build()
@@ -317,6 +320,16 @@ fn relay_config(limits: RelayLimits) -> relay::Config {
         ..relay::Config::default()
     }
 }
+
+/// Peers a room's gossipsub mesh aims for: libp2p's default, named because discovery dials
+/// room members only up to it.
+pub const MESH_N: usize = 6;
+/// Below this many mesh peers gossipsub grafts more, and discovery dials more room members:
+/// libp2p's default.
+pub const MESH_N_LOW: usize = 5;
+/// Above this many mesh peers gossipsub prunes: libp2p's default. A settled node keeps at most
+/// this many peers per joined room, plus [`crate::Limits::routing_contacts`].
+pub const MESH_N_HIGH: usize = 12;
 
 /// Ping interval: libp2p's 15 s default, named here so it is visible beside the other protocols.
 const PING_INTERVAL: Duration = Duration::from_secs(15);

@@ -20,7 +20,9 @@ pub const DEFAULT_HEARTBEAT_INITIAL_DELAY: Duration = Duration::from_millis(500)
 /// partition heals within a minute, rarely enough that idle rooms cost next to nothing.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// How long an unused connection stays open. Longer than libp2p's 10 s so room members stay
-/// connected between messages; gossipsub keeps mesh connections alive on its own.
+/// connected between messages. Gossipsub's streams keep every connection to another node open,
+/// so the node also closes connections outside its room meshes once they are this old (see
+/// [`Limits::routing_contacts`]).
 pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest gossip message: the gossipsub and js-libp2p-safe transmit limit (64 KiB). Records are
 /// bounded well below it by the room layer.
@@ -34,8 +36,9 @@ pub const DEFAULT_COMMAND_CAPACITY: usize = 64;
 /// reader): room for a whole sync batch of records.
 pub const DEFAULT_EVENT_CAPACITY: usize = 4_096;
 
-/// How often each joined room looks up its providers in Kademlia (and announces itself again):
-/// a newcomer is found within a minute, and one DHT walk per room per minute is little traffic.
+/// How often a joined room with too few connected members looks up its providers in Kademlia
+/// (and announces itself again): a lonely member finds newcomers within a minute. Rooms with
+/// enough members are not looked up, since each lookup connects to some twenty DHT peers.
 pub const DEFAULT_ROOM_LOOKUP_INTERVAL: Duration = Duration::from_secs(60);
 /// A chat node serves the DHT only when told it is reachable: behind NAT (the common case) a
 /// server would be advertised to others who then cannot reach it.
@@ -58,6 +61,10 @@ pub const DEFAULT_MAX_ESTABLISHED: u32 = 128;
 pub const DEFAULT_MAX_PENDING_INCOMING: u32 = 32;
 /// Our own dials in progress: a room lookup dials at most a few tens of providers at once.
 pub const DEFAULT_MAX_PENDING_OUTGOING: u32 = 32;
+/// Connections kept to peers outside every room mesh (the bootstrap node, DHT contacts): enough
+/// for Kademlia lookups to start from a live peer, few enough that a node's settled connection
+/// count is its room meshes (at most [`crate::behaviour::MESH_N_HIGH`] peers per room) plus these.
+pub const DEFAULT_ROUTING_CONTACTS: u32 = 4;
 /// Share of the machine's memory the process may use before new connections are refused: a chat
 /// node has no business using more than half, and refusing peers keeps the device usable
 /// rather than growing until the system kills it.
@@ -170,6 +177,12 @@ pub struct Limits {
     pub max_pending_outgoing: u32,
     /// Share (0 to 1) of the machine's physical memory above which new connections are refused.
     pub max_memory_fraction: f64,
+    /// Peers outside every room mesh that stay connected. Gossipsub's streams keep every
+    /// connection open, so once a connection is older than [`Config::idle_connection_timeout`]
+    /// the node closes it itself if the peer is in no room mesh, has no sync exchange in flight
+    /// and is not among this many kept contacts (bootstrap peers first, then the oldest). A
+    /// settled node thus holds at most its room meshes plus this many peers.
+    pub routing_contacts: u32,
     /// Sync exchanges one peer may start; requests over it are answered with nothing.
     pub sync_exchanges_per_peer: Rate,
     /// Sync requests of any kind one peer may send; requests over it are answered with nothing.
@@ -186,6 +199,7 @@ impl Default for Limits {
             max_pending_incoming: DEFAULT_MAX_PENDING_INCOMING,
             max_pending_outgoing: DEFAULT_MAX_PENDING_OUTGOING,
             max_memory_fraction: DEFAULT_MAX_MEMORY_FRACTION,
+            routing_contacts: DEFAULT_ROUTING_CONTACTS,
             sync_exchanges_per_peer: DEFAULT_SYNC_EXCHANGES_PER_PEER,
             sync_requests_per_peer: DEFAULT_SYNC_REQUESTS_PER_PEER,
         }
@@ -204,6 +218,7 @@ impl Limits {
             max_pending_incoming: BOOTSTRAP_MAX_PENDING_INCOMING,
             max_pending_outgoing: BOOTSTRAP_MAX_PENDING_OUTGOING,
             max_memory_fraction: BOOTSTRAP_MAX_MEMORY_FRACTION,
+            routing_contacts: DEFAULT_ROUTING_CONTACTS,
             sync_exchanges_per_peer: DEFAULT_SYNC_EXCHANGES_PER_PEER,
             sync_requests_per_peer: DEFAULT_SYNC_REQUESTS_PER_PEER,
         }
@@ -244,7 +259,8 @@ pub struct Config {
     /// node. Every node is a relay client, and a [`Config::reachable`] node also answers AutoNAT
     /// probes.
     pub relay: Option<RelayLimits>,
-    /// Interval of the Kademlia lookup (and announcement) of each joined room.
+    /// Interval of the Kademlia lookup (and announcement) of each joined room that has too few
+    /// connected members.
     pub room_lookup_interval: Duration,
     /// Connection and memory bounds.
     pub limits: Limits,

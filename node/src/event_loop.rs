@@ -1,14 +1,18 @@
 //! The one task that owns the swarm and the rooms. Each step of [`EventLoop::run`] handles one
-//! thing: a local command first, then a swarm event, then the periodic sync timer, and, when
-//! nothing else is ready, the batch of gossip received meanwhile.
+//! thing: a local command first, then a swarm event, then the periodic timers (sync, room
+//! lookup, connection pruning), and, when nothing else is ready, the batch of gossip received
+//! meanwhile.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
 
 use grapevine_crdt::{Identity, RecordId, Room, RoomId, Store, SyncSession, Written};
 use libp2p::core::ConnectedPoint;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
+use libp2p::kad;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{PeerId, Swarm};
@@ -22,6 +26,7 @@ use crate::handle::Command;
 use crate::rate_limit::{Rate, TokenBucket};
 use crate::{NodeEvent, PeerConnection};
 
+mod connections;
 mod discovery;
 mod gossip;
 mod nat;
@@ -30,6 +35,12 @@ mod sync;
 /// Gossip messages held for one batch at most: a batch costs about as much as one change, but
 /// verdicts (and so forwarding) wait for it.
 const MAX_GOSSIP_BATCH: usize = grapevine_crdt::room::MAX_RECEIVE_BUFFER;
+
+/// Connection pruning runs this many times per idle connection timeout, so a connection outside
+/// the room meshes is closed at most a quarter of the timeout late.
+const PRUNE_CHECKS_PER_IDLE_TIMEOUT: u32 = 4;
+/// The shortest interval between connection prunings, whatever the idle timeout.
+const MIN_PRUNE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Most request/response rounds in one sync exchange: a bound against a peer that never stops.
 const MAX_SYNC_ROUNDS: u32 = 1_000;
@@ -80,14 +91,26 @@ pub(crate) struct EventLoop {
     events: mpsc::Sender<NodeEvent>,
     /// Anti-entropy: one sync per room with a random member at each tick.
     sync_timer: Interval,
-    /// Kademlia lookup and announcement of every joined room at each tick.
+    /// Kademlia lookup and announcement, at each tick, of every joined room short of members.
     room_lookup_timer: Interval,
+    /// Closing of connections outside the room meshes at each tick.
+    prune_timer: Interval,
     /// Listen addresses are advertised as external addresses (see [`Config::reachable`]).
     reachable: bool,
     /// Reachability and relay reservations.
     nat: nat::Nat,
     /// Every open connection, so the program can tell direct peers from relayed ones.
     connections: HashMap<ConnectionId, (PeerId, PeerConnection)>,
+    /// Connections younger than this are never pruned.
+    idle_connection_timeout: Duration,
+    /// Peers outside every room mesh kept connected (see [`crate::Limits::routing_contacts`]).
+    routing_contacts: usize,
+    /// The peers named in [`Config::bootstrap`]: kept first among routing contacts.
+    bootstrap_peers: HashSet<PeerId>,
+    /// When the first connection to each connected peer opened.
+    connected_since: HashMap<PeerId, Instant>,
+    /// Room members dialled so far by each running provider lookup.
+    provider_dials: HashMap<kad::QueryId, usize>,
     rooms: HashMap<RoomId, Joined>,
     topics: HashMap<gossipsub::TopicHash, RoomId>,
     /// Sync state per peer, room and role; dropped when the peer disconnects.
@@ -125,6 +148,18 @@ impl EventLoop {
         sync_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut room_lookup_timer = tokio::time::interval(config.room_lookup_interval);
         room_lookup_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let prune_interval = (config.idle_connection_timeout / PRUNE_CHECKS_PER_IDLE_TIMEOUT)
+            .max(MIN_PRUNE_INTERVAL);
+        let mut prune_timer = tokio::time::interval(prune_interval);
+        prune_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let bootstrap_peers = config
+            .bootstrap
+            .iter()
+            .filter_map(|addr| match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => Some(peer),
+                _ => None,
+            })
+            .collect();
         Self {
             swarm,
             store,
@@ -134,9 +169,15 @@ impl EventLoop {
             events,
             sync_timer,
             room_lookup_timer,
+            prune_timer,
             reachable: config.reachable,
             nat: nat::Nat::new(&config.bootstrap),
             connections: HashMap::new(),
+            idle_connection_timeout: config.idle_connection_timeout,
+            routing_contacts: config.limits.routing_contacts as usize,
+            bootstrap_peers,
+            connected_since: HashMap::new(),
+            provider_dials: HashMap::new(),
             rooms: HashMap::new(),
             topics: HashMap::new(),
             sessions: HashMap::new(),
@@ -173,6 +214,7 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = self.sync_timer.tick() => self.handle_sync_tick(),
                 _ = self.room_lookup_timer.tick() => self.handle_room_lookup_tick(),
+                _ = self.prune_timer.tick() => self.handle_prune_tick(),
                 // Only once the swarm has nothing more ready: gossip arriving together is
                 // applied together.
                 _ = std::future::ready(()), if self.pending_count > 0 => {
@@ -522,11 +564,14 @@ impl EventLoop {
         };
         self.connections.insert(connection, (peer, info));
         if established == 1 {
+            self.connected_since.insert(peer, Instant::now());
             self.emit(NodeEvent::PeerConnected(peer));
         }
     }
 
     fn handle_peer_gone(&mut self, peer: PeerId) {
+        self.connected_since.remove(&peer);
+        self.nat.forget_peer(&peer);
         self.sync_faults.remove(&peer);
         self.sync_budgets.remove(&peer);
         self.sessions.retain(|(p, _, _), _| *p != peer);

@@ -1,6 +1,8 @@
 //! Finding peers: Kademlia provider records per room, identify feeding the routing table, mDNS
 //! on the local network.
 
+use std::collections::HashSet;
+
 use grapevine_crdt::RoomId;
 use libp2p::identify;
 use libp2p::kad::{self, GetProvidersOk, QueryResult};
@@ -9,7 +11,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
 use super::EventLoop;
-use crate::behaviour::{KAD_PROTOCOL, room_provider_key};
+use crate::behaviour::{KAD_PROTOCOL, MESH_N, MESH_N_LOW, room_provider_key};
 
 impl EventLoop {
     /// Announces this node as a member of `room` and looks up the other members.
@@ -30,9 +32,17 @@ impl EventLoop {
             .stop_providing(&room_provider_key(room));
     }
 
+    /// Looks up (and announces again) the rooms with fewer connected members than
+    /// [`MESH_N_LOW`]. A room with enough members needs no lookup: each one is a DHT walk that
+    /// connects to some twenty peers, and Kademlia republishes the announcement made at join.
     pub(super) fn handle_room_lookup_tick(&mut self) {
-        let rooms: Vec<RoomId> = self.rooms.keys().copied().collect();
-        for room in rooms {
+        let lonely: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, joined)| self.room_members(&joined.topic).len() < MESH_N_LOW)
+            .map(|(room, _)| *room)
+            .collect();
+        for room in lonely {
             self.discover_room(room);
         }
     }
@@ -52,14 +62,53 @@ impl EventLoop {
     }
 
     pub(super) fn handle_kad(&mut self, event: kad::Event) {
-        if let kad::Event::OutboundQueryProgressed {
-            result: QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })),
+        let kad::Event::OutboundQueryProgressed {
+            id,
+            result: QueryResult::GetProviders(result),
+            step,
             ..
         } = event
-        {
-            // Dialled now, while the query still holds the providers' addresses.
-            for peer in providers {
-                self.dial_member(peer, Vec::new());
+        else {
+            return;
+        };
+        if let Ok(GetProvidersOk::FoundProviders { key, providers }) = result {
+            self.dial_providers(id, &key, providers);
+        }
+        if step.last {
+            self.provider_dials.remove(&id);
+        }
+    }
+
+    /// Dials room members found by a lookup, but only while the room has fewer connected members
+    /// than [`MESH_N_LOW`], and only up to [`MESH_N`] of them: a room needs a gossipsub mesh, not
+    /// a connection to every member. Dialled now, while the query still holds their addresses.
+    fn dial_providers(
+        &mut self,
+        query: kad::QueryId,
+        key: &kad::RecordKey,
+        providers: HashSet<PeerId>,
+    ) {
+        let Some(topic) = self
+            .rooms
+            .iter()
+            .find(|(room, _)| room_provider_key(**room) == *key)
+            .map(|(_, joined)| joined.topic.clone())
+        else {
+            return;
+        };
+        let members = self.room_members(&topic).len();
+        let dialled = self.provider_dials.get(&query).copied().unwrap_or(0);
+        if members >= MESH_N_LOW {
+            return;
+        }
+        let mut budget = MESH_N.saturating_sub(members + dialled);
+        for peer in providers {
+            if budget == 0 {
+                break;
+            }
+            if self.dial_member(peer, Vec::new()) {
+                budget -= 1;
+                *self.provider_dials.entry(query).or_default() += 1;
             }
         }
     }
@@ -72,14 +121,19 @@ impl EventLoop {
         }
     }
 
-    /// Dials a peer found by discovery unless it is this node or already connected.
-    fn dial_member(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+    /// Dials a peer found by discovery unless it is this node or already connected; says
+    /// whether a dial started.
+    fn dial_member(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) -> bool {
         if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
-            return;
+            return false;
         }
         let opts = DialOpts::peer_id(peer).addresses(addresses).build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, error = %e, "not dialling a discovered peer");
+        match self.swarm.dial(opts) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "not dialling a discovered peer");
+                false
+            }
         }
     }
 }

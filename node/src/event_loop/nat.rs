@@ -32,6 +32,10 @@ pub(super) struct Nat {
     relays: HashSet<PeerId>,
     /// Reservations this node asked for, by their listener, with the relay holding each.
     reservations: HashMap<ListenerId, PeerId>,
+    /// As a relay: peers holding a reservation here.
+    reserved_here: HashSet<PeerId>,
+    /// As a relay: circuits open through this node, counted at both of their ends.
+    circuits_here: HashMap<PeerId, usize>,
 }
 
 impl Nat {
@@ -51,7 +55,21 @@ impl Nat {
             bootstrap,
             relays: HashSet::new(),
             reservations: HashMap::new(),
+            reserved_here: HashSet::new(),
+            circuits_here: HashMap::new(),
         }
+    }
+
+    /// Whether this node relays for `peer` (a reservation or a circuit): its connection must
+    /// stay open however idle it looks.
+    pub(super) fn relays_for(&self, peer: &PeerId) -> bool {
+        self.reserved_here.contains(peer) || self.circuits_here.contains_key(peer)
+    }
+
+    /// Forgets what this node relayed for a peer that disconnected.
+    pub(super) fn forget_peer(&mut self, peer: &PeerId) {
+        self.reserved_here.remove(peer);
+        self.circuits_here.remove(peer);
     }
 }
 
@@ -130,6 +148,39 @@ impl EventLoop {
 
     pub(super) fn handle_relay_server(&mut self, event: relay::Event) {
         tracing::debug!(?event, "relay server");
+        let nat = &mut self.nat;
+        match event {
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                nat.reserved_here.insert(src_peer_id);
+            }
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                nat.reserved_here.remove(&src_peer_id);
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                for peer in [src_peer_id, dst_peer_id] {
+                    *nat.circuits_here.entry(peer).or_default() += 1;
+                }
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                for peer in [src_peer_id, dst_peer_id] {
+                    if let Some(count) = nat.circuits_here.get_mut(&peer) {
+                        *count -= 1;
+                        if *count == 0 {
+                            nat.circuits_here.remove(&peer);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     pub(super) fn handle_dcutr(&mut self, event: dcutr::Event) {
