@@ -3,6 +3,8 @@
 //! config file, data directory, unknown room).
 
 mod args;
+mod bootstrap;
+mod demo;
 mod history;
 mod input;
 mod line_mode;
@@ -93,8 +95,13 @@ fn run(cli: Cli) -> Result<()> {
             logging::to_file(&settings.log_dir)?;
             runtime.block_on(chat(&settings, args))
         }
-        Command::Bootstrap | Command::Demo => {
-            Err(UsageError("this command is not available in this build yet".to_string()).into())
+        Command::Bootstrap => {
+            logging::to_stderr();
+            runtime.block_on(bootstrap::run(&settings))
+        }
+        Command::Demo => {
+            logging::to_file(&settings.log_dir)?;
+            runtime.block_on(demo::run(std::io::stdin().is_terminal()))
         }
         Command::Completions(_) | Command::Man => Ok(()),
     }

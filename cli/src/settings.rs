@@ -81,6 +81,9 @@ pub(crate) struct Settings {
     pub(crate) log_dir: PathBuf,
     /// Addresses to listen on.
     pub(crate) listen: Vec<Multiaddr>,
+    /// The addresses came from a flag, the environment or the config file (a command may have a
+    /// default of its own otherwise).
+    pub(crate) listen_given: bool,
     /// Peers to dial at start.
     pub(crate) bootstrap: Vec<Multiaddr>,
     /// Look for peers on the local network.
@@ -123,13 +126,13 @@ impl Settings {
                 .to_path_buf(),
             _ => data_dir.join("logs"),
         };
-        let listen = if args.listen.is_empty() {
+        let (listen, listen_given) = if args.listen.is_empty() {
             match &file.listen {
-                Some(addrs) => parse_addrs(addrs, &path)?,
-                None => default_listen(),
+                Some(addrs) => (parse_addrs(addrs, &path)?, true),
+                None => (default_listen(), false),
             }
         } else {
-            args.listen.clone()
+            (args.listen.clone(), true)
         };
         let bootstrap = if args.bootstrap.is_empty() {
             parse_addrs(file.bootstrap.as_deref().unwrap_or_default(), &path)?
@@ -140,6 +143,7 @@ impl Settings {
             data_dir,
             log_dir,
             listen,
+            listen_given,
             bootstrap,
             mdns: !args.no_mdns && file.mdns.unwrap_or(true),
             nick: file.nick,
