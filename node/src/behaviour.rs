@@ -262,7 +262,10 @@ impl Behaviour {
             kad::Mode::Client
         }));
         // The memory transport has no local network to search.
-        let mdns = if config.mdns && config.transport == Transport::Tcp {
+        let mdns = if config.mdns
+            && config.transport == Transport::Tcp
+            && config.custom_transport.is_none()
+        {
             Some(
                 mdns::tokio::Behaviour::new(mdns::Config::default(), local)
                     .map_err(|e| e.to_string())?,

@@ -2,9 +2,12 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
+use libp2p::core::transport::Boxed;
+use libp2p::futures::{AsyncRead, AsyncWrite};
 use libp2p::multiaddr::Protocol;
 
 use crate::rate_limit::Rate;
@@ -236,6 +239,38 @@ pub enum Transport {
     Memory,
 }
 
+/// A byte stream of a [`CustomTransport`].
+pub trait RawStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> RawStream for T {}
+
+/// A raw transport: streams before encryption and multiplexing.
+pub type RawTransport = Boxed<Box<dyn RawStream>>;
+
+/// A transport the program provides instead of [`Config::transport`], below encryption and
+/// multiplexing (the node adds Noise and Yamux as it does for TCP and memory). netsim builds its
+/// simulated links this way, with latency, loss and partitions, so the node code under test is
+/// the same code users run.
+#[derive(Clone)]
+pub struct CustomTransport(Arc<dyn Fn() -> RawTransport + Send + Sync>);
+
+impl CustomTransport {
+    /// A transport built by `make` when the node starts.
+    pub fn new(make: impl Fn() -> RawTransport + Send + Sync + 'static) -> Self {
+        Self(Arc::new(make))
+    }
+
+    pub(crate) fn build(&self) -> RawTransport {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for CustomTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomTransport")
+    }
+}
+
 /// Everything [`crate::Node::spawn`] needs to start a node.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -245,6 +280,8 @@ pub struct Config {
     pub listen_addrs: Vec<Multiaddr>,
     /// The transport to build the swarm with.
     pub transport: Transport,
+    /// A transport of the program's own, used instead of `transport` when set.
+    pub custom_transport: Option<CustomTransport>,
     /// Peers dialled at start, so a node has someone to gossip and sync with. An address that
     /// ends in `/p2p/<peer id>` also seeds the Kademlia routing table.
     pub bootstrap: Vec<Multiaddr>,
@@ -292,6 +329,7 @@ impl Default for Config {
                     .with(Protocol::Tcp(0)),
             ],
             transport: Transport::Tcp,
+            custom_transport: None,
             bootstrap: Vec::new(),
             reachable: DEFAULT_REACHABLE,
             mdns: DEFAULT_MDNS,

@@ -36,7 +36,9 @@ use libp2p::{Multiaddr, PeerId, Swarm, Transport as _, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
 pub use behaviour::room_topic;
-pub use config::{Config, Limits, RelayLimits, Transport};
+pub use config::{
+    Config, CustomTransport, Limits, RawStream, RawTransport, RelayLimits, Transport,
+};
 pub use error::NodeError;
 pub use grapevine_crdt as crdt;
 pub use handle::NodeHandle;
@@ -206,41 +208,48 @@ fn build_swarm(
 ) -> Result<Swarm<Behaviour>, NodeError> {
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
     let idle = config.idle_connection_timeout;
-    let swarm = match config.transport {
-        Transport::Tcp => libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| setup(&e))?
-            .with_quic()
-            .with_relay_client(noise::Config::new, yamux::Config::default)
-            .map_err(|e| setup(&e))?
-            .with_behaviour(|key, relay| Behaviour::new(key, config, relay).map_err(BoxError::from))
-            .map_err(|e| setup(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-            .build(),
-        Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_other_transport(|key| {
-                Ok::<_, BoxError>(
-                    MemoryTransport::default()
-                        .upgrade(Version::V1)
-                        .authenticate(noise::Config::new(key)?)
-                        .multiplex(yamux::Config::default())
-                        .boxed(),
+    let raw = match (&config.custom_transport, config.transport) {
+        (Some(custom), _) => custom.build(),
+        (None, Transport::Memory) => MemoryTransport::default()
+            .map(|stream, _| Box::new(stream) as Box<dyn RawStream>)
+            .boxed(),
+        (None, Transport::Tcp) => {
+            return Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
                 )
-            })
-            .map_err(|e| setup(&e))?
-            .with_relay_client(noise::Config::new, yamux::Config::default)
-            .map_err(|e| setup(&e))?
-            .with_behaviour(|key, relay| Behaviour::new(key, config, relay).map_err(BoxError::from))
-            .map_err(|e| setup(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-            .build(),
+                .map_err(|e| setup(&e))?
+                .with_quic()
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(|e| setup(&e))?
+                .with_behaviour(|key, relay| {
+                    Behaviour::new(key, config, relay).map_err(BoxError::from)
+                })
+                .map_err(|e| setup(&e))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build());
+        }
     };
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|key| {
+            Ok::<_, BoxError>(
+                raw.upgrade(Version::V1)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default())
+                    .boxed(),
+            )
+        })
+        .map_err(|e| setup(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key, relay| Behaviour::new(key, config, relay).map_err(BoxError::from))
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
     Ok(swarm)
 }
 
