@@ -1,2 +1,16 @@
-//! The many-peer harness. It is built by the `netsim` issue on top of the `node` crate; until then the
-//! crate is empty so that the workspace layout is already in its final shape.
+//! `netsim`: many real Grapevine nodes in one process on a simulated network, with faults,
+//! and the measurements that say whether a room delivers and converges.
+//!
+//! # Layout
+//! - [`network`]: the simulated links (a libp2p transport with latency, jitter, loss,
+//!   partitions, held links and crashes), given to each node as its custom transport.
+//! - [`sim`]: [`Sim`], built by [`SimBuilder`]: nodes in a topology, driven by code.
+//! - [`metrics`]: when each record was published and received, and the [`Report`].
+
+pub mod metrics;
+pub mod network;
+pub mod sim;
+
+pub use metrics::{Percentiles, Report};
+pub use network::{LinkFaults, SimNetwork};
+pub use sim::{ROOM, Sim, SimBuilder, SimError, Topology};

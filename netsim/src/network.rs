@@ -1,0 +1,471 @@
+//! The simulated network: a libp2p transport for in-process peers whose every byte crosses a
+//! link with the faults the simulation sets (latency, jitter, loss, partitions, held links,
+//! crashed peers). Nodes get it through [`grapevine_node::CustomTransport`], so the node code
+//! under test is exactly what users run.
+//!
+//! Addresses are `/memory/<port>`. Each connection is a pair of byte pipes; a forwarding task per
+//! direction delays each chunk by the link's latency plus jitter, and a lost chunk (TCP would
+//! retransmit it) by [`RETRANSMIT_DELAY`] more, keeping the order. A partition or a crash cuts
+//! the pipes (both ends see the connection fail) and refuses new dials across it; a held link
+//! keeps its bytes until released.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{AsyncRead, AsyncWrite, FutureExt, SinkExt, StreamExt};
+use grapevine_node::{CustomTransport, RawStream};
+use libp2p::Multiaddr;
+use libp2p::core::transport::{DialOpts, ListenerId, Transport, TransportError, TransportEvent};
+use libp2p::multiaddr::Protocol;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Extra delay of a chunk the link loses: about one TCP retransmission timeout.
+pub const RETRANSMIT_DELAY: Duration = Duration::from_millis(200);
+/// Chunks in flight per direction of one connection before the writer waits: a window, so a
+/// held or slow link pushes back on the sender instead of buffering without bound.
+const PIPE_WINDOW: usize = 64;
+/// Connections waiting to be accepted by one listener.
+const ACCEPT_BACKLOG: usize = 64;
+
+/// The faults of one link (both directions).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct LinkFaults {
+    /// Fixed one-way delay.
+    #[serde(default, with = "humantime_serde")]
+    pub latency: Duration,
+    /// Extra one-way delay, uniform between zero and this.
+    #[serde(default, with = "humantime_serde")]
+    pub jitter: Duration,
+    /// Share (0 to 1) of chunks lost and delivered again after [`RETRANSMIT_DELAY`].
+    #[serde(default)]
+    pub loss: f64,
+}
+
+/// An unordered pair of peers: the key of a link.
+fn link(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
+}
+
+/// Everything the links depend on, changed by the simulation and read by every pipe.
+struct NetState {
+    next_port: u64,
+    /// Listening ports: the peer behind each and where its incoming connections go.
+    listeners: HashMap<u64, (usize, mpsc::Sender<SimStream>)>,
+    default_faults: LinkFaults,
+    faults: HashMap<(usize, usize), LinkFaults>,
+    /// Each peer's side while partitioned; peers on different sides cannot talk.
+    partition: Option<HashMap<usize, usize>>,
+    held: HashSet<(usize, usize)>,
+    down: HashSet<usize>,
+    rng: StdRng,
+}
+
+impl NetState {
+    fn connected(&self, a: usize, b: usize) -> bool {
+        if self.down.contains(&a) || self.down.contains(&b) {
+            return false;
+        }
+        match &self.partition {
+            Some(sides) => sides.get(&a) == sides.get(&b),
+            None => true,
+        }
+    }
+
+    fn faults(&self, a: usize, b: usize) -> LinkFaults {
+        self.faults
+            .get(&link(a, b))
+            .copied()
+            .unwrap_or(self.default_faults)
+    }
+}
+
+/// Bytes that crossed the network, for the report.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Bytes delivered over every link.
+    pub bytes: AtomicU64,
+    /// Connections opened.
+    pub connections: AtomicU64,
+}
+
+/// The simulated network shared by every peer of a simulation. Cheap to clone.
+#[derive(Clone)]
+pub struct SimNetwork {
+    state: Arc<Mutex<NetState>>,
+    /// Bumped on every change, so pipes waiting on a held link or a cut re-check.
+    changes: watch::Sender<u64>,
+    traffic: Arc<Traffic>,
+}
+
+impl std::fmt::Debug for SimNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimNetwork")
+    }
+}
+
+impl SimNetwork {
+    /// A network whose links all have `faults` until told otherwise; `seed` makes jitter and
+    /// loss repeatable.
+    pub fn new(faults: LinkFaults, seed: u64) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(NetState {
+                next_port: 1,
+                listeners: HashMap::new(),
+                default_faults: faults,
+                faults: HashMap::new(),
+                partition: None,
+                held: HashSet::new(),
+                down: HashSet::new(),
+                rng: StdRng::seed_from_u64(seed),
+            })),
+            changes: watch::channel(0).0,
+            traffic: Arc::new(Traffic::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, NetState> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The transport for peer `peer`.
+    pub fn transport(&self, peer: usize) -> CustomTransport {
+        let network = self.clone();
+        CustomTransport::new(move || {
+            SimTransport {
+                network: network.clone(),
+                peer,
+                listeners: Vec::new(),
+            }
+            .boxed()
+        })
+    }
+
+    /// Sets the faults of the link between `a` and `b`.
+    pub fn set_link(&self, a: usize, b: usize, faults: LinkFaults) {
+        self.state().faults.insert(link(a, b), faults);
+        self.changed();
+    }
+
+    /// Splits the peers into `groups`; links between groups are cut. Peers in no group form one
+    /// more group of their own.
+    pub fn partition(&self, groups: &[Vec<usize>]) {
+        let sides = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(side, peers)| peers.iter().map(move |&p| (p, side + 1)))
+            .collect();
+        self.state().partition = Some(sides);
+        self.changed();
+    }
+
+    /// Ends the partition.
+    pub fn repair(&self) {
+        self.state().partition = None;
+        self.changed();
+    }
+
+    /// Holds the link between `a` and `b`: its bytes wait until [`SimNetwork::release`].
+    pub fn hold(&self, a: usize, b: usize) {
+        self.state().held.insert(link(a, b));
+        self.changed();
+    }
+
+    /// Lets a held link deliver again.
+    pub fn release(&self, a: usize, b: usize) {
+        self.state().held.remove(&link(a, b));
+        self.changed();
+    }
+
+    /// Takes a peer off the network (a crash): its connections are cut and dials fail.
+    pub fn take_down(&self, peer: usize) {
+        let mut state = self.state();
+        state.down.insert(peer);
+        state.listeners.retain(|_, (owner, _)| *owner != peer);
+        drop(state);
+        self.changed();
+    }
+
+    /// Puts a crashed peer back on the network.
+    pub fn bring_up(&self, peer: usize) {
+        self.state().down.remove(&peer);
+        self.changed();
+    }
+
+    /// What crossed the network so far.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// Opens a connection from `from` to the listener on `port`.
+    fn connect(&self, from: usize, port: u64) -> Result<SimStream, SimError> {
+        let mut state = self.state();
+        let (to, mut accept) = state
+            .listeners
+            .get(&port)
+            .cloned()
+            .ok_or(SimError::Unreachable)?;
+        if !state.connected(from, to) {
+            return Err(SimError::Unreachable);
+        }
+        let dial_port = state.next_port;
+        state.next_port += 1;
+        drop(state);
+        let (a_to_b_in, a_to_b_out) = self.pipe(from, to);
+        let (b_to_a_in, b_to_a_out) = self.pipe(to, from);
+        let remote = SimStream {
+            writer: b_to_a_in,
+            reader: a_to_b_out,
+            pending: Vec::new(),
+            remote_port: dial_port,
+        };
+        accept.try_send(remote).map_err(|_| SimError::Unreachable)?;
+        self.traffic.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(SimStream {
+            writer: a_to_b_in,
+            reader: b_to_a_out,
+            pending: Vec::new(),
+            remote_port: port,
+        })
+    }
+
+    /// One direction of a connection: chunks written at `from` reach `to` through the link.
+    fn pipe(&self, from: usize, to: usize) -> (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
+        let (input, mut chunks) = mpsc::channel::<Vec<u8>>(PIPE_WINDOW);
+        let (mut output, delivered) = mpsc::channel::<Vec<u8>>(PIPE_WINDOW);
+        let network = self.clone();
+        tokio::spawn(async move {
+            let mut changes = network.changes.subscribe();
+            let mut last_due = Instant::now();
+            while let Some(chunk) = chunks.next().await {
+                // Wait while the link is held; stop when it is cut.
+                let delay = loop {
+                    {
+                        let mut state = network.state();
+                        if !state.connected(from, to) {
+                            return;
+                        }
+                        if !state.held.contains(&link(from, to)) {
+                            let faults = state.faults(from, to);
+                            let jitter = faults.jitter.mul_f64(state.rng.random::<f64>());
+                            let lost = faults.loss > 0.0 && state.rng.random::<f64>() < faults.loss;
+                            let retransmit = if lost {
+                                RETRANSMIT_DELAY
+                            } else {
+                                Duration::ZERO
+                            };
+                            break faults.latency + jitter + retransmit;
+                        }
+                    }
+                    if changes.changed().await.is_err() {
+                        return;
+                    }
+                };
+                let due = (Instant::now() + delay).max(last_due);
+                last_due = due;
+                let sleep = tokio::time::sleep_until(due).fuse();
+                futures::pin_mut!(sleep);
+                loop {
+                    futures::select! {
+                        () = sleep => break,
+                        change = changes.changed().fuse() => {
+                            if change.is_err() || !network.state().connected(from, to) {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let len = chunk.len() as u64;
+                if output.send(chunk).await.is_err() {
+                    return;
+                }
+                network.traffic.bytes.fetch_add(len, Ordering::Relaxed);
+            }
+        });
+        (input, delivered)
+    }
+}
+
+/// Why a simulated dial or listen failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// No listener there, or the link to it is cut.
+    #[error("unreachable in the simulated network")]
+    Unreachable,
+}
+
+/// One end of a simulated connection.
+pub struct SimStream {
+    writer: mpsc::Sender<Vec<u8>>,
+    reader: mpsc::Receiver<Vec<u8>>,
+    /// Bytes received but not read yet.
+    pending: Vec<u8>,
+    remote_port: u64,
+}
+
+impl AsyncRead for SimStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.pending.is_empty() {
+            match self.reader.poll_next_unpin(cx) {
+                Poll::Ready(Some(chunk)) => self.pending = chunk,
+                Poll::Ready(None) => return Poll::Ready(Ok(0)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.drain(..n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let broken = || io::Error::new(io::ErrorKind::BrokenPipe, "simulated link cut");
+        match self.writer.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(broken())),
+            Poll::Pending => return Poll::Pending,
+        }
+        self.writer.start_send(buf.to_vec()).map_err(|_| broken())?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.writer.close_channel();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A listener of one peer.
+struct SimListener {
+    id: ListenerId,
+    port: u64,
+    incoming: mpsc::Receiver<SimStream>,
+    announced: bool,
+}
+
+/// The transport of one peer.
+struct SimTransport {
+    network: SimNetwork,
+    peer: usize,
+    listeners: Vec<SimListener>,
+}
+
+fn memory_port(addr: &Multiaddr) -> Option<u64> {
+    let mut protocols = addr.iter();
+    match (protocols.next(), protocols.next()) {
+        (Some(Protocol::Memory(port)), None | Some(Protocol::P2p(_))) => Some(port),
+        _ => None,
+    }
+}
+
+impl Transport for SimTransport {
+    type Output = Box<dyn RawStream>;
+    type Error = SimError;
+    type ListenerUpgrade = futures::future::Ready<Result<Self::Output, SimError>>;
+    type Dial = futures::future::Ready<Result<Self::Output, SimError>>;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<SimError>> {
+        let Some(requested) = memory_port(&addr) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        let mut state = self.network.state();
+        let port = if requested == 0 {
+            let port = state.next_port;
+            state.next_port += 1;
+            port
+        } else if state.listeners.contains_key(&requested) {
+            return Err(TransportError::Other(SimError::Unreachable));
+        } else {
+            requested
+        };
+        let (accept, incoming) = mpsc::channel(ACCEPT_BACKLOG);
+        state.listeners.insert(port, (self.peer, accept));
+        self.listeners.push(SimListener {
+            id,
+            port,
+            incoming,
+            announced: false,
+        });
+        Ok(())
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        let Some(at) = self.listeners.iter().position(|l| l.id == id) else {
+            return false;
+        };
+        let listener = self.listeners.remove(at);
+        self.network.state().listeners.remove(&listener.port);
+        true
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        _opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<SimError>> {
+        let Some(port) = memory_port(&addr) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        let stream = self.network.connect(self.peer, port);
+        Ok(futures::future::ready(
+            stream.map(|s| Box::new(s) as Box<dyn RawStream>),
+        ))
+    }
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, SimError>> {
+        for listener in &mut self.listeners {
+            let local_addr = Multiaddr::empty().with(Protocol::Memory(listener.port));
+            if !listener.announced {
+                listener.announced = true;
+                return Poll::Ready(TransportEvent::NewAddress {
+                    listener_id: listener.id,
+                    listen_addr: local_addr,
+                });
+            }
+            if let Poll::Ready(Some(stream)) = listener.incoming.poll_next_unpin(cx) {
+                let send_back_addr = Multiaddr::empty().with(Protocol::Memory(stream.remote_port));
+                return Poll::Ready(TransportEvent::Incoming {
+                    listener_id: listener.id,
+                    upgrade: futures::future::ready(Ok(Box::new(stream) as Box<dyn RawStream>)),
+                    local_addr,
+                    send_back_addr,
+                });
+            }
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,490 @@
+//! A simulation: real Grapevine nodes on a [`SimNetwork`], arranged in a topology, driven by
+//! code (publish, partition, repair, crash, restart) and measured as they go.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use grapevine_node::crdt::RecordId;
+use grapevine_node::{Config, Node, NodeError, NodeEvent, NodeHandle};
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::metrics::{DeliveryLog, Report};
+use crate::network::{LinkFaults, SimNetwork};
+
+/// The room every simulated peer joins.
+pub const ROOM: &str = "netsim";
+/// Ports from here on are the fixed listen ports of peers (`/memory/<port>`), so every address
+/// is known before any node starts; lower ports are handed out to connections.
+const FIRST_PEER_PORT: u64 = 1 << 40;
+/// Collectors count as caught up when no event arrived for this long…
+const SETTLE_STEP: Duration = Duration::from_millis(50);
+/// …or after this many steps at most.
+const SETTLE_ROUNDS: usize = 40;
+/// How often [`Sim::wait_converged`] compares heads.
+const CONVERGENCE_POLL: Duration = Duration::from_millis(100);
+
+/// How peers find each other at the start.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Topology {
+    /// Every peer knows only these bootstrap nodes (not room members) and finds the others
+    /// through Kademlia, as users do.
+    Bootstrap {
+        /// How many bootstrap nodes.
+        nodes: usize,
+    },
+    /// Each peer dials `degree` random others at start.
+    RandomRegular {
+        /// Links each peer opens.
+        degree: usize,
+    },
+    /// `clusters` groups, random links of `degree` inside each, and only `bridges` links
+    /// between neighbouring groups.
+    Clusters {
+        /// Number of groups.
+        clusters: usize,
+        /// Links each peer opens inside its group.
+        degree: usize,
+        /// Links between each pair of neighbouring groups.
+        bridges: usize,
+    },
+}
+
+/// Why a simulation step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A node failed.
+    #[error("peer {peer}: {source}")]
+    Node {
+        /// The peer's index.
+        peer: usize,
+        /// What failed.
+        source: NodeError,
+    },
+    /// The peer is crashed (or the index is out of range).
+    #[error("peer {0} is not running")]
+    NotRunning(usize),
+    /// The files of the simulation could not be created.
+    #[error("simulation directory: {0}")]
+    Dir(#[from] std::io::Error),
+    /// The peers did not converge in time.
+    #[error("not converged after {0:?}")]
+    NotConverged(Duration),
+}
+
+/// Builds a [`Sim`].
+#[derive(Debug, Clone)]
+pub struct SimBuilder {
+    peers: usize,
+    seed: u64,
+    topology: Topology,
+    faults: LinkFaults,
+    sync_interval: Duration,
+    heartbeat: Duration,
+    dir: Option<PathBuf>,
+}
+
+impl Default for SimBuilder {
+    fn default() -> Self {
+        Self {
+            peers: 10,
+            seed: 1,
+            topology: Topology::Bootstrap { nodes: 1 },
+            faults: LinkFaults::default(),
+            sync_interval: grapevine_node::config::DEFAULT_SYNC_INTERVAL,
+            heartbeat: grapevine_node::config::DEFAULT_HEARTBEAT,
+            dir: None,
+        }
+    }
+}
+
+impl SimBuilder {
+    /// Room members to simulate (bootstrap nodes come on top).
+    pub fn peers(mut self, peers: usize) -> Self {
+        self.peers = peers;
+        self
+    }
+
+    /// The seed of every random choice: the same seed gives the same topology and schedule.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// How the peers find each other.
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = topology;
+        self
+    }
+
+    /// Faults of every link.
+    pub fn link_faults(mut self, faults: LinkFaults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Anti-entropy interval of every node.
+    pub fn sync_interval(mut self, interval: Duration) -> Self {
+        self.sync_interval = interval;
+        self
+    }
+
+    /// Gossipsub heartbeat of every node.
+    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Keep the peers' data directories under `dir` (a temporary directory otherwise).
+    pub fn dir(mut self, dir: PathBuf) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// Starts every node, connects them as the topology says and joins them to [`ROOM`].
+    pub async fn build(self) -> Result<Sim, SimError> {
+        let temp = tempfile::tempdir()?;
+        let root = self
+            .dir
+            .clone()
+            .unwrap_or_else(|| temp.path().to_path_buf());
+        let network = SimNetwork::new(self.faults, self.seed);
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let infra_count = match self.topology {
+            Topology::Bootstrap { nodes } => nodes,
+            _ => 0,
+        };
+        let total = self.peers + infra_count;
+        let addr = |i: usize| -> Multiaddr {
+            Multiaddr::empty().with(Protocol::Memory(FIRST_PEER_PORT + i as u64))
+        };
+        let mut sim = Sim {
+            network: network.clone(),
+            peers: Vec::new(),
+            members: self.peers,
+            started: Instant::now(),
+            log: Arc::new(Mutex::new(DeliveryLog::default())),
+            events_seen: Arc::new(AtomicU64::new(0)),
+            seed: self.seed,
+            _temp: temp,
+        };
+        let mut neighbours = vec![Vec::new(); total];
+        match self.topology {
+            Topology::Bootstrap { .. } => {}
+            Topology::RandomRegular { degree } => {
+                link_randomly(
+                    &mut neighbours,
+                    &(0..self.peers).collect::<Vec<_>>(),
+                    degree,
+                    &mut rng,
+                );
+            }
+            Topology::Clusters {
+                clusters,
+                degree,
+                bridges,
+            } => {
+                let clusters = clusters.max(1);
+                let groups: Vec<Vec<usize>> = (0..clusters)
+                    .map(|c| (0..self.peers).filter(|p| p % clusters == c).collect())
+                    .collect();
+                for group in &groups {
+                    link_randomly(&mut neighbours, group, degree, &mut rng);
+                }
+                for (c, group) in groups.iter().enumerate() {
+                    let next = &groups[(c + 1) % clusters];
+                    if clusters > 1 && !group.is_empty() && !next.is_empty() {
+                        for _ in 0..bridges {
+                            let a = group[rng.random_range(0..group.len())];
+                            let b = next[rng.random_range(0..next.len())];
+                            neighbours[a].push(b);
+                        }
+                    }
+                }
+            }
+        }
+        for (i, neighbours) in neighbours.iter().enumerate() {
+            let infra = i >= self.peers;
+            let mut config = Config {
+                data_dir: root.join(format!("peer-{i}")),
+                listen_addrs: vec![addr(i)],
+                custom_transport: Some(network.transport(i)),
+                reachable: true,
+                mdns: false,
+                heartbeat: self.heartbeat,
+                sync_interval: self.sync_interval,
+                ..Config::default()
+            };
+            if infra {
+                config = Config {
+                    custom_transport: Some(network.transport(i)),
+                    heartbeat: self.heartbeat,
+                    ..Config::bootstrap_node(root.join(format!("bootstrap-{i}")), vec![addr(i)])
+                };
+            }
+            config.bootstrap = if infra_count > 0 && !infra {
+                (self.peers..total).map(addr).collect()
+            } else {
+                neighbours.iter().map(|&n| addr(n)).collect()
+            };
+            sim.peers.push(SimPeer {
+                config,
+                node: None,
+                collector: None,
+            });
+        }
+        // Infrastructure first, so members find it listening.
+        for i in (self.peers..total).chain(0..self.peers) {
+            sim.start(i).await?;
+            if i < self.peers {
+                sim.node(i)?
+                    .join(ROOM)
+                    .await
+                    .map_err(|source| SimError::Node { peer: i, source })?;
+            }
+        }
+        sim.started = Instant::now();
+        Ok(sim)
+    }
+}
+
+/// Links each peer of `group` to `degree` random others in it (dialled by the peer).
+fn link_randomly(neighbours: &mut [Vec<usize>], group: &[usize], degree: usize, rng: &mut StdRng) {
+    for &peer in group {
+        let mut others: Vec<usize> = group.iter().copied().filter(|&p| p != peer).collect();
+        others.shuffle(rng);
+        neighbours[peer].extend(others.into_iter().take(degree));
+    }
+}
+
+/// One simulated peer: its configuration (kept for restarts) and, while running, its node.
+struct SimPeer {
+    config: Config,
+    node: Option<NodeHandle>,
+    collector: Option<JoinHandle<()>>,
+}
+
+/// A running simulation.
+pub struct Sim {
+    network: SimNetwork,
+    /// Room members first (indices `0..members`), then bootstrap nodes.
+    peers: Vec<SimPeer>,
+    members: usize,
+    started: Instant,
+    log: Arc<Mutex<DeliveryLog>>,
+    /// Events read by all collectors, to tell when they have caught up.
+    events_seen: Arc<AtomicU64>,
+    seed: u64,
+    _temp: TempDir,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("members", &self.members)
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// A builder with ten peers, one bootstrap node, seed 1 and perfect links.
+    pub fn builder() -> SimBuilder {
+        SimBuilder::default()
+    }
+
+    /// How many room members there are.
+    pub fn members(&self) -> usize {
+        self.members
+    }
+
+    /// The simulated network, for faults.
+    pub fn network(&self) -> &SimNetwork {
+        &self.network
+    }
+
+    /// The seed the simulation was built with.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The node of a running peer.
+    pub fn node(&self, peer: usize) -> Result<&NodeHandle, SimError> {
+        self.peers
+            .get(peer)
+            .and_then(|p| p.node.as_ref())
+            .ok_or(SimError::NotRunning(peer))
+    }
+
+    /// Whether a peer is running.
+    pub fn is_running(&self, peer: usize) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.node.is_some())
+    }
+
+    async fn start(&mut self, peer: usize) -> Result<(), SimError> {
+        let config = self.peers[peer].config.clone();
+        let (node, mut events) = Node::spawn(config)
+            .await
+            .map_err(|source| SimError::Node { peer, source })?;
+        let log = self.log.clone();
+        let events_seen = self.events_seen.clone();
+        let collector = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let NodeEvent::RecordReceived { record, .. } = event {
+                    lock(&log).received(record.id, peer, Instant::now());
+                }
+                events_seen.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        self.peers[peer].node = Some(node);
+        self.peers[peer].collector = Some(collector);
+        Ok(())
+    }
+
+    /// Posts a message of `size` bytes from `peer`; returns its id once stored there.
+    pub async fn publish(&self, peer: usize, size: usize) -> Result<RecordId, SimError> {
+        let node = self.node(peer)?;
+        let text = message_text(size);
+        let at = Instant::now();
+        let id = node
+            .post(ROOM, &text)
+            .await
+            .map_err(|source| SimError::Node { peer, source })?;
+        lock(&self.log).published(id, peer, at);
+        Ok(id)
+    }
+
+    /// Splits the network into `groups` of peers (see [`SimNetwork::partition`]).
+    pub fn partition(&self, groups: &[Vec<usize>]) {
+        self.network.partition(groups);
+    }
+
+    /// Ends a partition.
+    pub fn repair(&self) {
+        self.network.repair();
+    }
+
+    /// Crashes a peer: it leaves the network at once and its node stops.
+    pub async fn crash(&mut self, peer: usize) -> Result<(), SimError> {
+        let node = self.peers.get_mut(peer).and_then(|p| p.node.take());
+        let node = node.ok_or(SimError::NotRunning(peer))?;
+        self.network.take_down(peer);
+        node.shutdown()
+            .await
+            .map_err(|source| SimError::Node { peer, source })?;
+        if let Some(collector) = self.peers[peer].collector.take() {
+            collector.abort();
+        }
+        Ok(())
+    }
+
+    /// Restarts a crashed peer from its data directory; it rejoins its rooms and catches up.
+    pub async fn restart(&mut self, peer: usize) -> Result<(), SimError> {
+        if self.is_running(peer) {
+            return Ok(());
+        }
+        self.network.bring_up(peer);
+        self.start(peer).await
+    }
+
+    /// Lets the simulation run for `duration`.
+    pub async fn run_for(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    /// Waits until every running member holds the same heads; returns how long it took.
+    pub async fn wait_converged(&self, timeout: Duration) -> Result<Duration, SimError> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.converged().await? {
+                return Ok(start.elapsed());
+            }
+            tokio::time::sleep(CONVERGENCE_POLL).await;
+        }
+        Err(SimError::NotConverged(timeout))
+    }
+
+    /// Whether every running member holds the same heads now.
+    pub async fn converged(&self) -> Result<bool, SimError> {
+        let mut first: Option<BTreeMap<u32, Vec<grapevine_node::crdt::ChangeHash>>> = None;
+        for peer in 0..self.members {
+            let Ok(node) = self.node(peer) else {
+                continue;
+            };
+            let heads = node
+                .heads(ROOM)
+                .await
+                .map_err(|source| SimError::Node { peer, source })?;
+            match &first {
+                None => first = Some(heads),
+                Some(expected) if *expected != heads => return Ok(false),
+                Some(_) => {}
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits until the events every node emitted so far are logged: each node answers a query
+    /// only after emitting the events before it, and then the collectors get a moment (bounded)
+    /// to drain their channels.
+    async fn settle(&self) -> Result<(), SimError> {
+        for peer in 0..self.peers.len() {
+            if let Ok(node) = self.node(peer) {
+                node.rooms()
+                    .await
+                    .map_err(|source| SimError::Node { peer, source })?;
+            }
+        }
+        let mut seen = self.events_seen.load(Ordering::Relaxed);
+        for _ in 0..SETTLE_ROUNDS {
+            tokio::time::sleep(SETTLE_STEP).await;
+            let now = self.events_seen.load(Ordering::Relaxed);
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        Ok(())
+    }
+
+    /// What was measured so far.
+    pub async fn report(&self) -> Result<Report, SimError> {
+        self.settle().await?;
+        let running: Vec<usize> = (0..self.members).filter(|&p| self.is_running(p)).collect();
+        Ok(lock(&self.log).report(&running, self.started.elapsed(), self.network.traffic()))
+    }
+
+    /// Stops every node, storing their rooms.
+    pub async fn shutdown(mut self) -> Result<(), SimError> {
+        for (peer, sim_peer) in self.peers.iter_mut().enumerate() {
+            if let Some(node) = sim_peer.node.take() {
+                node.shutdown()
+                    .await
+                    .map_err(|source| SimError::Node { peer, source })?;
+            }
+            if let Some(collector) = sim_peer.collector.take() {
+                collector.abort();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lock(log: &Mutex<DeliveryLog>) -> std::sync::MutexGuard<'_, DeliveryLog> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A message body of `size` bytes (at least one).
+fn message_text(size: usize) -> String {
+    "x".repeat(size.max(1))
+}
