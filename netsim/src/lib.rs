@@ -6,11 +6,18 @@
 //!   partitions, held links and crashes), given to each node as its custom transport.
 //! - [`sim`]: [`Sim`], built by [`SimBuilder`]: nodes in a topology, driven by code.
 //! - [`metrics`]: when each record was published and received, and the [`Report`].
+//! - [`scenario`]: scenarios as TOML or code, and the seeded schedule of steps they give.
+//! - [`runner`]: plays a scenario on a simulation and gathers the [`runner::RunReport`].
+//! - [`resources`]: the process's CPU time and memory.
 
 pub mod metrics;
 pub mod network;
+pub mod resources;
+pub mod runner;
+pub mod scenario;
 pub mod sim;
 
 pub use metrics::{Percentiles, Report};
 pub use network::{LinkFaults, SimNetwork};
+pub use scenario::{Fault, Scenario, Step, TimedFault, Traffic};
 pub use sim::{ROOM, Sim, SimBuilder, SimError, Topology};

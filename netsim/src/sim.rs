@@ -1,7 +1,7 @@
 //! A simulation: real Grapevine nodes on a [`SimNetwork`], arranged in a topology, driven by
 //! code (publish, partition, repair, crash, restart) and measured as they go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,6 +91,7 @@ pub struct SimBuilder {
     faults: LinkFaults,
     sync_interval: Duration,
     heartbeat: Duration,
+    late_joiners: usize,
     dir: Option<PathBuf>,
 }
 
@@ -103,6 +104,7 @@ impl Default for SimBuilder {
             faults: LinkFaults::default(),
             sync_interval: grapevine_node::config::DEFAULT_SYNC_INTERVAL,
             heartbeat: grapevine_node::config::DEFAULT_HEARTBEAT,
+            late_joiners: 0,
             dir: None,
         }
     }
@@ -145,6 +147,12 @@ impl SimBuilder {
         self
     }
 
+    /// The last `count` members start outside the room and join on [`Sim::join`].
+    pub fn late_joiners(mut self, count: usize) -> Self {
+        self.late_joiners = count;
+        self
+    }
+
     /// Keep the peers' data directories under `dir` (a temporary directory otherwise).
     pub fn dir(mut self, dir: PathBuf) -> Self {
         self.dir = Some(dir);
@@ -175,6 +183,7 @@ impl SimBuilder {
             started: Instant::now(),
             log: Arc::new(Mutex::new(DeliveryLog::default())),
             events_seen: Arc::new(AtomicU64::new(0)),
+            room_peers: Arc::new(Mutex::new(HashMap::new())),
             seed: self.seed,
             _temp: temp,
         };
@@ -246,7 +255,7 @@ impl SimBuilder {
         // Infrastructure first, so members find it listening.
         for i in (self.peers..total).chain(0..self.peers) {
             sim.start(i).await?;
-            if i < self.peers {
+            if i < self.peers - self.late_joiners.min(self.peers) {
                 sim.node(i)?
                     .join(ROOM)
                     .await
@@ -284,6 +293,8 @@ pub struct Sim {
     log: Arc<Mutex<DeliveryLog>>,
     /// Events read by all collectors, to tell when they have caught up.
     events_seen: Arc<AtomicU64>,
+    /// Each member's connected room members, from its events.
+    room_peers: Arc<Mutex<HashMap<usize, usize>>>,
     seed: u64,
     _temp: TempDir,
 }
@@ -338,10 +349,17 @@ impl Sim {
             .map_err(|source| SimError::Node { peer, source })?;
         let log = self.log.clone();
         let events_seen = self.events_seen.clone();
+        let room_peers = self.room_peers.clone();
         let collector = tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if let NodeEvent::RecordReceived { record, .. } = event {
-                    lock(&log).received(record.id, peer, Instant::now());
+                match event {
+                    NodeEvent::RecordReceived { record, .. } => {
+                        lock(&log).received(record.id, peer, Instant::now());
+                    }
+                    NodeEvent::RoomPeersChanged { peers, .. } => {
+                        lock_counts(&room_peers).insert(peer, peers.len());
+                    }
+                    _ => {}
                 }
                 events_seen.fetch_add(1, Ordering::Relaxed);
             }
@@ -364,6 +382,32 @@ impl Sim {
         Ok(id)
     }
 
+    /// Posts `count` records of `size` bytes from `peer` without measuring them: history for
+    /// late joiners to fetch.
+    pub async fn preload(&self, peer: usize, count: usize, size: usize) -> Result<(), SimError> {
+        let node = self.node(peer)?;
+        let text = message_text(size);
+        for _ in 0..count {
+            node.post(ROOM, &text)
+                .await
+                .map_err(|source| SimError::Node { peer, source })?;
+        }
+        Ok(())
+    }
+
+    /// A member joins the room (a late joiner, or one that left).
+    pub async fn join(&self, peer: usize) -> Result<(), SimError> {
+        self.node(peer)?
+            .join(ROOM)
+            .await
+            .map_err(|source| SimError::Node { peer, source })
+    }
+
+    /// Connected room members of each running member, as last reported by its node.
+    pub fn room_peer_counts(&self) -> HashMap<usize, usize> {
+        lock_counts(&self.room_peers).clone()
+    }
+
     /// Splits the network into `groups` of peers (see [`SimNetwork::partition`]).
     pub fn partition(&self, groups: &[Vec<usize>]) {
         self.network.partition(groups);
@@ -379,6 +423,7 @@ impl Sim {
         let node = self.peers.get_mut(peer).and_then(|p| p.node.take());
         let node = node.ok_or(SimError::NotRunning(peer))?;
         self.network.take_down(peer);
+        lock_counts(&self.room_peers).remove(&peer);
         node.shutdown()
             .await
             .map_err(|source| SimError::Node { peer, source })?;
@@ -478,6 +523,12 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+fn lock_counts(
+    counts: &Mutex<HashMap<usize, usize>>,
+) -> std::sync::MutexGuard<'_, HashMap<usize, usize>> {
+    counts.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn lock(log: &Mutex<DeliveryLog>) -> std::sync::MutexGuard<'_, DeliveryLog> {

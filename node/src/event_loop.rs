@@ -3,7 +3,7 @@
 //! lookup, connection pruning), and, when nothing else is ready, the batch of gossip received
 //! meanwhile.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -53,11 +53,28 @@ enum Role {
     Responder,
 }
 
+/// Members of a room remembered after they disconnect, for anti-entropy. Enough that, after a
+/// partition heals, a random pick often lands on the other side; few enough to cost nothing.
+const REMEMBERED_MEMBERS: usize = 64;
+
 /// A joined room and its topic.
 struct Joined {
     name: String,
     room: Room,
     topic: gossipsub::TopicHash,
+    /// Peers seen subscribed to the room, most recent last, connected or not.
+    remembered: VecDeque<PeerId>,
+}
+
+impl Joined {
+    /// Notes that `peer` is a member, forgetting the longest-unseen one beyond the bound.
+    fn remember(&mut self, peer: PeerId) {
+        self.remembered.retain(|p| *p != peer);
+        self.remembered.push_back(peer);
+        if self.remembered.len() > REMEMBERED_MEMBERS {
+            self.remembered.pop_front();
+        }
+    }
 }
 
 /// A gossip message handed to its room, waiting for the batch that decides its verdict.
@@ -424,6 +441,7 @@ impl EventLoop {
                 name: name.to_string(),
                 room,
                 topic: hash.clone(),
+                remembered: VecDeque::new(),
             },
         );
         for peer in self.room_members(&hash) {

@@ -28,6 +28,9 @@ impl EventLoop {
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 if let Some(&room) = self.topics.get(&topic) {
+                    if let Some(joined) = self.rooms.get_mut(&room) {
+                        joined.remember(peer_id);
+                    }
                     self.start_sync(peer_id, room);
                     self.refresh_room_peers();
                 }

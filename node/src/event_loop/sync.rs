@@ -15,11 +15,22 @@ use crate::error::NodeError;
 use crate::rate_limit::TokenBucket;
 
 impl EventLoop {
+    /// Anti-entropy: syncs each room with one member picked at random among those connected and
+    /// those remembered from before. A remembered member is dialled by the sync request, so two
+    /// groups of a room that were split apart find each other again and converge.
     pub(super) fn handle_sync_tick(&mut self) {
         let mut rng = rand::rng();
         let mut picks = Vec::new();
         for (&room, joined) in &self.rooms {
-            let members = self.room_members(&joined.topic);
+            let mut members = self.room_members(&joined.topic);
+            members.extend(
+                joined
+                    .remembered
+                    .iter()
+                    .filter(|p| !members.contains(p))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
             if let Some(&peer) = members.choose(&mut rng) {
                 picks.push((peer, room));
             }

@@ -1,0 +1,128 @@
+//! `grapevine-netsim`: runs a scenario file and prints what it measured.
+//!
+//! `cargo run --release -p grapevine-netsim -- run netsim/scenarios/partition-heal.toml`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use grapevine_netsim::Scenario;
+use grapevine_netsim::runner::{self, RunReport};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Many real Grapevine peers in one process, with faults, measured.
+#[derive(Debug, Parser)]
+#[command(name = "grapevine-netsim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario file
+    Run {
+        /// The scenario (TOML)
+        scenario: PathBuf,
+        /// Room members, instead of the file's
+        #[arg(long)]
+        peers: Option<usize>,
+        /// Seed, instead of the file's
+        #[arg(long)]
+        seed: Option<u64>,
+        /// How long traffic runs, e.g. 30s, instead of the file's
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Also write the report as JSON to this file
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// No progress bar
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let Command::Run {
+        scenario,
+        peers,
+        seed,
+        duration,
+        json,
+        quiet,
+    } = Cli::parse().command;
+    let mut scenario = Scenario::load(&scenario)?;
+    if let Some(peers) = peers {
+        scenario.peers = peers;
+    }
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    if let Some(duration) = duration {
+        scenario.duration = duration;
+    }
+    scenario.check().map_err(anyhow::Error::msg)?;
+    println!(
+        "scenario {}: {} peers, seed {}, {:?}",
+        scenario.name, scenario.peers, scenario.seed, scenario.duration
+    );
+    let bar = if quiet || scenario.duration < Duration::from_secs(3) {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(scenario.duration.as_millis() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {elapsed}/{duration} {msg}")
+            .context("progress bar template")?,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let progress = |played: Duration| bar.set_position(played.as_millis() as u64);
+    let report = runtime.block_on(runner::run(&scenario, &progress))?;
+    bar.finish_and_clear();
+    print_report(&report);
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report).context("encoding the report")?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_report(report: &RunReport) {
+    println!("{}", report.delivery);
+    if let Some(s) = report.mesh_formation_s {
+        println!("mesh formed after        {s:.2} s");
+    }
+    for (what, took) in &report.convergence_after_faults {
+        match took {
+            Some(s) => println!("converged after {what}: {s:.2} s"),
+            None => println!("no convergence after {what}"),
+        }
+    }
+    let usage = &report.usage;
+    println!(
+        "cpu {:.1} s ({:.2} cores{}), {:.3} ms per delivery",
+        usage.cpu_seconds,
+        usage.cpu_load,
+        if usage.cpu_load > 1.8 {
+            ", CPU-bound"
+        } else {
+            ""
+        },
+        usage.cpu_ms_per_delivery
+    );
+    println!(
+        "memory: peak {:.0} MiB, {:.2} MiB per peer",
+        usage.peak_rss_mib, usage.rss_per_peer_mib
+    );
+    if report.late_steps > 0 {
+        println!(
+            "{} steps ran late (worst {:.0} ms): the process could not keep up",
+            report.late_steps, report.worst_step_delay_ms
+        );
+    }
+    println!("seed {}", report.seed);
+}

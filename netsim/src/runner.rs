@@ -1,0 +1,170 @@
+//! Runs a [`Scenario`] on a [`Sim`]: builds the peers, plays the schedule on time, watches
+//! convergence after each repair and restart, and measures the process's CPU and memory.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::metrics::Report;
+use crate::resources::{Reading, Usage};
+use crate::scenario::{Scenario, Step};
+use crate::sim::{Sim, SimError};
+
+/// How often convergence is checked while a repair or restart waits for it.
+const CONVERGENCE_CHECK: Duration = Duration::from_millis(250);
+/// Room members a peer must see for the mesh to count as formed (gossipsub's `mesh_n_low`).
+const MESH_MEMBERS: usize = grapevine_node::behaviour::MESH_N_LOW;
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed used.
+    pub seed: u64,
+    /// Room members.
+    pub peers: usize,
+    /// Deliveries and latencies.
+    pub delivery: Report,
+    /// Time from the start until every member saw enough room members for a mesh.
+    pub mesh_formation_s: Option<f64>,
+    /// For each repair or restart: what it was, and seconds until identical heads everywhere.
+    pub convergence_after_faults: Vec<(String, Option<f64>)>,
+    /// Seconds from the end of the traffic until identical heads everywhere.
+    pub final_convergence_s: Option<f64>,
+    /// CPU and memory of the whole process.
+    pub usage: Usage,
+    /// Steps that ran late (the process could not keep up), and the worst delay in ms.
+    pub late_steps: usize,
+    /// The worst delay of a step, in ms.
+    pub worst_step_delay_ms: f64,
+}
+
+/// Called as the run goes, with the time played so far (for a progress bar).
+pub type Progress<'a> = &'a (dyn Fn(Duration) + Sync);
+
+/// Runs `scenario`; `progress` hears the run's time as it advances.
+pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunReport, SimError> {
+    let before: Reading = Usage::now();
+    let mut sim = Sim::builder()
+        .peers(scenario.peers)
+        .seed(scenario.seed)
+        .topology(scenario.topology.clone())
+        .link_faults(scenario.link)
+        .sync_interval(scenario.sync_interval)
+        .late_joiners(scenario.late_joiners)
+        .build()
+        .await?;
+    if scenario.preload > 0 {
+        sim.preload(0, scenario.preload, scenario.traffic.size)
+            .await?;
+    }
+    let start = Instant::now();
+    let schedule = scenario.schedule();
+    let in_room = scenario.peers - scenario.late_joiners;
+    let mut mesh_formation = None;
+    let mut waiting: Option<(String, Instant)> = None;
+    let mut convergence_after_faults = Vec::new();
+    let (mut late_steps, mut worst_delay) = (0, Duration::ZERO);
+    let end = start + scenario.duration;
+    let mut steps = schedule.into_iter().peekable();
+    loop {
+        let next_at = steps.peek().map_or(end, |(at, _)| start + *at);
+        // Between steps: watch the mesh form and a pending convergence complete.
+        while Instant::now() < next_at {
+            if mesh_formation.is_none() && mesh_formed(&sim, in_room) {
+                mesh_formation = Some(start.elapsed());
+            }
+            if let Some((what, since)) = &waiting
+                && sim.converged().await?
+            {
+                convergence_after_faults.push((what.clone(), Some(since.elapsed().as_secs_f64())));
+                waiting = None;
+            }
+            progress(start.elapsed().min(scenario.duration));
+            let nap = CONVERGENCE_CHECK.min(next_at.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(nap).await;
+        }
+        let Some((at, step)) = steps.next() else {
+            break;
+        };
+        let delay = start.elapsed().saturating_sub(at);
+        if delay > CONVERGENCE_CHECK {
+            late_steps += 1;
+        }
+        worst_delay = worst_delay.max(delay);
+        let converging = match &step {
+            Step::Repair => Some("repair".to_string()),
+            Step::Restart(peer) => Some(format!("restart of peer {peer}")),
+            _ => None,
+        };
+        play(&mut sim, step, scenario.traffic.size).await?;
+        if let Some(what) = converging {
+            if let Some((previous, _)) = waiting.take() {
+                convergence_after_faults.push((previous, None));
+            }
+            waiting = Some((what, Instant::now()));
+        }
+    }
+    progress(scenario.duration);
+    let final_convergence = sim.wait_converged(scenario.settle).await.ok();
+    if let Some((what, since)) = waiting {
+        let done = final_convergence.map(|_| since.elapsed().as_secs_f64());
+        convergence_after_faults.push((what, done));
+    }
+    let mut delivery = sim.report().await?;
+    delivery.convergence = final_convergence;
+    let usage = Usage::now().since(&before, scenario.peers, delivery_count(&delivery));
+    let report = RunReport {
+        scenario: scenario.name.clone(),
+        seed: scenario.seed,
+        peers: scenario.peers,
+        delivery,
+        mesh_formation_s: mesh_formation.map(|d| d.as_secs_f64()),
+        convergence_after_faults,
+        final_convergence_s: final_convergence.map(|d| d.as_secs_f64()),
+        usage,
+        late_steps,
+        worst_step_delay_ms: worst_delay.as_secs_f64() * 1000.0,
+    };
+    sim.shutdown().await?;
+    Ok(report)
+}
+
+/// Carries out one step.
+async fn play(sim: &mut Sim, step: Step, size: usize) -> Result<(), SimError> {
+    match step {
+        Step::Publish(peer) => {
+            // A crashed publisher publishes nothing; that is the fault, not an error.
+            if sim.is_running(peer) {
+                sim.publish(peer, size).await?;
+            }
+        }
+        Step::Partition(groups) => sim.partition(&groups),
+        Step::Repair => sim.repair(),
+        Step::Crash(peer) => {
+            if sim.is_running(peer) {
+                sim.crash(peer).await?;
+            }
+        }
+        Step::Restart(peer) => sim.restart(peer).await?,
+        Step::Hold(a, b) => sim.network().hold(a, b),
+        Step::Release(a, b) => sim.network().release(a, b),
+        Step::Join(peer) => sim.join(peer).await?,
+    }
+    Ok(())
+}
+
+/// Whether every running member sees enough room members for a gossipsub mesh.
+fn mesh_formed(sim: &Sim, in_room: usize) -> bool {
+    let needed = MESH_MEMBERS.min(in_room.saturating_sub(1));
+    let counts = sim.room_peer_counts();
+    (0..in_room)
+        .filter(|&p| sim.is_running(p))
+        .all(|p| counts.get(&p).is_some_and(|&c| c >= needed))
+}
+
+fn delivery_count(report: &Report) -> u64 {
+    report.latency_per_delivery.count as u64
+}
