@@ -127,7 +127,12 @@ impl EventLoop {
         if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
             return false;
         }
-        let opts = DialOpts::peer_id(peer).addresses(addresses).build();
+        // Kademlia adds the addresses it knows (its routing table and running lookups): a
+        // provider found by a lookup is dialled at the addresses the lookup learnt.
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addresses)
+            .extend_addresses_through_behaviour()
+            .build();
         match self.swarm.dial(opts) {
             Ok(()) => true,
             Err(e) => {
