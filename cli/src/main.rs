@@ -34,7 +34,10 @@ use settings::{Settings, SettingsError};
 pub(crate) struct UsageError(pub String);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return command_line_error(&error),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -47,6 +50,44 @@ fn main() -> ExitCode {
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
+}
+
+/// `--help`, `--version` and the help shown when no command is given print as clap writes them;
+/// a mistake on the command line is one line on stderr with exit code 2, like every other bad
+/// input.
+fn command_line_error(error: &clap::Error) -> ExitCode {
+    let code = u8::try_from(error.exit_code()).unwrap_or(2);
+    if !error.use_stderr()
+        || error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        return match error.print() {
+            Ok(()) => ExitCode::from(code),
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    eprintln!(
+        "grapevine: {} (see --help)",
+        one_line(&error.render().to_string())
+    );
+    ExitCode::from(code)
+}
+
+/// Clap's error text in one line: the message with the lines that continue it and its tips,
+/// without the usage and the pointer to `--help` that follow.
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim);
+    let first = lines.next().unwrap_or_default();
+    let mut message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let footer =
+        |line: &&str| line.starts_with("Usage:") || line.starts_with("For more information");
+    for line in lines.take_while(|line| !footer(line)) {
+        if line.is_empty() {
+            continue;
+        }
+        message.push_str(if line.starts_with("tip:") { "; " } else { " " });
+        message.push_str(line);
+    }
+    message
 }
 
 /// Node errors caused by what the user typed rather than by the machine or the network.
@@ -139,5 +180,25 @@ async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
         line_mode::run(node, events, me, &rooms, nick).await
     } else {
         tui::run(node, events, me, &rooms, nick).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_errors_read_as_one_line() {
+        let error = Cli::try_parse_from(["grapevine", "send", "lobby"]).unwrap_err();
+        let line = one_line(&error.render().to_string());
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("<TEXT>"), "{line}");
+        assert!(!line.contains("Usage"), "{line}");
+        let error = Cli::try_parse_from(["grapevine", "--listen", "x", "id"]).unwrap_err();
+        let line = one_line(&error.render().to_string());
+        assert!(line.ends_with("invalid multiaddr"), "{line}");
+        let error = Cli::try_parse_from(["grapevine", "chta"]).unwrap_err();
+        let line = one_line(&error.render().to_string());
+        assert!(line.contains("'chta'") && line.contains("tip:"), "{line}");
     }
 }

@@ -14,6 +14,7 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, Ke
 use tokio::sync::mpsc;
 
 use crate::input::{self, Input};
+use crate::output::Output;
 use crate::session::Session;
 use app::App;
 
@@ -35,11 +36,19 @@ pub(crate) async fn run(
 ) -> Result<()> {
     let (mut session, outputs) = Session::start(node.clone(), me, rooms, nick).await?;
     let mut app = App::default();
-    for output in outputs {
+    // The listen addresses come before any room is joined, and a notice needs a room to be
+    // shown in: they go to the first room shown, so the user can pass one to `--bootstrap`.
+    let (addresses, others): (Vec<Output>, Vec<Output>) = outputs
+        .into_iter()
+        .partition(|output| matches!(output, Output::Listening { .. }));
+    for output in others {
         app.apply(output);
     }
     if let Some(current) = session.current() {
         app.show(current);
+    }
+    for output in addresses {
+        app.apply(output);
     }
     let mut stop = crate::signals::Stop::new()?;
     let mut terminal = ratatui::try_init().context("setting up the terminal")?;

@@ -32,10 +32,14 @@ impl EventLoop {
             .stop_providing(&room_provider_key(room));
     }
 
+    pub(super) fn handle_room_lookup_tick(&mut self) {
+        self.discover_lonely_rooms();
+    }
+
     /// Looks up (and announces again) the rooms with fewer connected members than
     /// [`MESH_N_LOW`]. A room with enough members needs no lookup: each one is a DHT walk that
     /// connects to some twenty peers, and Kademlia republishes the announcement made at join.
-    pub(super) fn handle_room_lookup_tick(&mut self) {
+    pub(super) fn discover_lonely_rooms(&mut self) {
         let lonely: Vec<RoomId> = self
             .rooms
             .iter()

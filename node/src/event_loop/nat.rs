@@ -106,9 +106,14 @@ impl EventLoop {
     }
 
     /// A direct external address makes this node a DHT server and its reservations needless;
-    /// a relayed one (from a reservation) changes neither.
+    /// a relayed one (from a reservation) changes neither. Either way, rooms still short of
+    /// members are announced and looked up again at once: an announcement made before this node
+    /// had an address others can dial carries none, and members found then may not have been
+    /// dialable either, so waiting for the next lookup tick would leave the room empty for a
+    /// minute.
     pub(super) fn handle_external_addr_confirmed(&mut self, address: Multiaddr) {
         tracing::info!(%address, "external address confirmed");
+        self.discover_lonely_rooms();
         if is_relayed(&address) {
             return;
         }

@@ -1,0 +1,405 @@
+//! Every command of the real binary, and every kind of bad input: what is printed, and the exit
+//! code (0 done, 1 failed while running, 2 bad input with a one-line message).
+
+mod common;
+
+use std::process::Output;
+
+use common::{LOOPBACK, Sandbox};
+use predicates::prelude::*;
+
+/// The public key's length in base32 characters.
+const KEY_CHARS: usize = 52;
+
+/// Stderr of a bad-input run: exactly one line, starting with the program's name.
+fn one_line_error(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "bad input must exit 2; stderr: {stderr}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "bad input must be reported in one line, got:\n{stderr}"
+    );
+    assert!(stderr.starts_with("grapevine: "), "{stderr}");
+    stderr
+}
+
+/// Runs `args` in `sandbox` expecting bad input; returns the one-line message.
+fn bad_input(sandbox: &Sandbox, args: &[&str]) -> String {
+    let output = sandbox
+        .run()
+        .args(args)
+        .output()
+        .expect("running grapevine");
+    one_line_error(&output)
+}
+
+/// The peer id and public key printed by `grapevine id`.
+fn id(sandbox: &Sandbox, args: &[&str]) -> (String, String) {
+    let output = sandbox
+        .run()
+        .args(args)
+        .arg("id")
+        .output()
+        .expect("running id");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|value| value.trim().to_string())
+            .unwrap_or_else(|| panic!("no `{name}` line in {stdout}"))
+    };
+    (field("peer id:"), field("public key:"))
+}
+
+#[test]
+fn help_lists_every_command() {
+    let sandbox = Sandbox::new();
+    let mut assert = sandbox.run().arg("--help").assert().success();
+    for command in [
+        "chat",
+        "bootstrap",
+        "demo",
+        "id",
+        "history",
+        "send",
+        "completions",
+        "man",
+        "--data-dir",
+        "--listen",
+        "--bootstrap",
+        "--no-mdns",
+        "--config",
+    ] {
+        assert = assert.stdout(predicate::str::contains(command));
+    }
+    sandbox
+        .run()
+        .args(["chat", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--plain").and(predicate::str::contains("--nick")));
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    Sandbox::new()
+        .run()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(format!("grapevine {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn id_prints_the_same_peer_id_and_key_on_every_run() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.data_dir("ana");
+    let dir = dir.to_str().expect("UTF-8 path");
+    let (peer, key) = id(&sandbox, &["--data-dir", dir]);
+    assert!(peer.starts_with("12D3KooW"), "peer id: {peer}");
+    assert_eq!(key.len(), KEY_CHARS, "public key: {key}");
+    assert!(
+        key.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+        "public key: {key}"
+    );
+    assert_eq!(id(&sandbox, &["--data-dir", dir]), (peer.clone(), key));
+    let other = sandbox.data_dir("bo");
+    let (other_peer, _) = id(&sandbox, &["--data-dir", other.to_str().expect("UTF-8")]);
+    assert_ne!(other_peer, peer, "each data directory has its own key");
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .run()
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("_grapevine()").and(predicate::str::contains("bootstrap")),
+        );
+    sandbox
+        .run()
+        .args(["completions", "zsh"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("#compdef grapevine"));
+    sandbox
+        .run()
+        .arg("man")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(".ie").or(predicate::str::contains(".TH grapevine")))
+        .stdout(predicate::str::contains("bootstrap"));
+    bad_input(&sandbox, &["completions", "tcsh"]);
+}
+
+#[test]
+fn unknown_flags_and_commands_exit_2_with_a_one_line_message() {
+    let sandbox = Sandbox::new();
+    let message = bad_input(&sandbox, &["--frobnicate", "id"]);
+    assert!(message.contains("--frobnicate"), "{message}");
+    assert!(message.contains("--help"), "says where to look: {message}");
+    let message = bad_input(&sandbox, &["frobnicate"]);
+    assert!(message.contains("frobnicate"), "{message}");
+    let message = bad_input(&sandbox, &["chat", "--plain", "--colour"]);
+    assert!(message.contains("--colour"), "{message}");
+    // With no command at all, the help is shown (on stderr), as the command line is wrong.
+    sandbox
+        .run()
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Usage: grapevine"));
+    let message = bad_input(&sandbox, &["send", "lobby"]);
+    assert!(
+        message.contains("TEXT"),
+        "names the missing argument: {message}"
+    );
+    let message = bad_input(&sandbox, &["send", "lobby", "hi", "--timeout", "soon"]);
+    assert!(message.contains("duration"), "{message}");
+}
+
+#[test]
+fn bad_multiaddrs_exit_2() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.data_dir("ana");
+    let dir = dir.to_str().expect("UTF-8 path");
+    let message = bad_input(&sandbox, &["--listen", "127.0.0.1:4001", "id"]);
+    assert!(message.contains("127.0.0.1:4001"), "{message}");
+    assert_eq!(message.matches("--help").count(), 1, "{message}");
+    let message = bad_input(&sandbox, &["--bootstrap", "/ip4/999.1.1.1/tcp/1", "id"]);
+    assert!(message.contains("999.1.1.1"), "{message}");
+    // A well-formed address this machine does not have (TEST-NET-1) is refused when listening.
+    let output = sandbox
+        .run()
+        .args([
+            "--data-dir",
+            dir,
+            "--no-mdns",
+            "--listen",
+            "/ip4/192.0.2.1/tcp/0",
+        ])
+        .args(["chat", "--plain"])
+        .write_stdin("")
+        .output()
+        .expect("running chat");
+    let message = one_line_error(&output);
+    assert!(message.contains("192.0.2.1"), "{message}");
+}
+
+#[test]
+fn an_unreadable_or_invalid_config_file_exits_2_naming_the_file() {
+    let sandbox = Sandbox::new();
+    let missing = sandbox.path().join("missing.toml");
+    let missing = missing.to_str().expect("UTF-8 path");
+    let message = bad_input(&sandbox, &["--config", missing, "id"]);
+    assert!(message.contains(missing), "{message}");
+
+    let dir_as_config = sandbox.path().to_str().expect("UTF-8 path");
+    let message = bad_input(&sandbox, &["--config", dir_as_config, "id"]);
+    assert!(message.contains(dir_as_config), "{message}");
+
+    let invalid = sandbox.path().join("invalid.toml");
+    for (text, expected) in [
+        ("colour = \"red\"\n", "colour"),
+        ("mdns = \"yes\"\n", "invalid type"),
+        ("bootstrap = [\"nowhere\"]\n", "nowhere"),
+        ("nick = \n", "invalid"),
+    ] {
+        std::fs::write(&invalid, text).expect("writing the config");
+        let message = bad_input(
+            &sandbox,
+            &["--config", invalid.to_str().expect("UTF-8"), "id"],
+        );
+        assert!(message.contains("invalid.toml"), "{text}: {message}");
+        assert!(message.contains(expected), "{text}: {message}");
+    }
+}
+
+#[test]
+fn an_unusable_data_directory_exits_2() {
+    // Tests may run as root, who can write anywhere: a path under a regular file is unusable
+    // for everyone.
+    let sandbox = Sandbox::new();
+    let file = sandbox.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("writing a file");
+    let dir = file.join("data");
+    let dir = dir.to_str().expect("UTF-8 path");
+    for command in [&["id"][..], &["history", "lobby"], &["chat", "--plain"]] {
+        let output = sandbox
+            .run()
+            .args(["--data-dir", dir, "--no-mdns"])
+            .args(command)
+            .write_stdin("")
+            .output()
+            .expect("running grapevine");
+        let message = one_line_error(&output);
+        assert!(message.contains(dir), "{command:?}: {message}");
+        assert!(message.contains("--data-dir"), "says what to do: {message}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("reading the file"),
+        "not a directory",
+        "nothing is overwritten"
+    );
+}
+
+#[test]
+fn history_of_an_unknown_room_exits_2_and_says_how_to_join_it() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.data_dir("ana");
+    let dir = dir.to_str().expect("UTF-8 path");
+    let message = bad_input(&sandbox, &["--data-dir", dir, "history", "nowhere"]);
+    assert!(message.contains("nowhere"), "{message}");
+    assert!(
+        message.contains("grapevine chat --room nowhere"),
+        "says what to do: {message}"
+    );
+    let message = bad_input(&sandbox, &["--data-dir", dir, "history", "two words"]);
+    assert!(message.contains("room name"), "{message}");
+}
+
+#[test]
+fn send_with_no_peer_reachable_gives_up_after_its_timeout() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.data_dir("ana");
+    let started = std::time::Instant::now();
+    let output = sandbox
+        .run()
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--no-mdns", "--listen", LOOPBACK])
+        .args(["send", "lobby", "anyone?", "--timeout", "2s"])
+        .output()
+        .expect("running send");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("grapevine: no peer joined the room within 2s"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(output.stdout.is_empty(), "nothing printed as sent");
+}
+
+#[test]
+fn grapevine_environment_variables_act_as_flags() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.data_dir("env");
+    let mut command = sandbox.run();
+    command.env("GRAPEVINE_DATA_DIR", &dir).arg("id");
+    command.assert().success();
+    assert!(
+        dir.join("identity.key").exists(),
+        "the key is in GRAPEVINE_DATA_DIR"
+    );
+
+    let invalid = sandbox.path().join("env.toml");
+    std::fs::write(&invalid, "colour = 1\n").expect("writing the config");
+    let output = sandbox
+        .run()
+        .env("GRAPEVINE_CONFIG", &invalid)
+        .arg("id")
+        .output()
+        .expect("running id");
+    assert!(one_line_error(&output).contains("env.toml"));
+    let output = sandbox
+        .run()
+        .env("GRAPEVINE_BOOTSTRAP", "nowhere")
+        .arg("id")
+        .output()
+        .expect("running id");
+    assert!(one_line_error(&output).contains("nowhere"));
+
+    let mut command = sandbox.command();
+    command
+        .env("GRAPEVINE_DATA_DIR", &dir)
+        .env("GRAPEVINE_LISTEN", LOOPBACK)
+        .env("GRAPEVINE_NO_MDNS", "true")
+        .env("GRAPEVINE_ROOM", "envroom")
+        .env("GRAPEVINE_NICK", "envnick")
+        .args(["chat", "--plain"]);
+    let mut peer = common::Peer::spawn("env", command, &sandbox.path().join("env.stderr"));
+    peer.wait_event("joined", &[("room", "envroom")]);
+    peer.wait_event("nick", &[("room", "envroom"), ("nick", "envnick")]);
+    let addr = peer.addr();
+    assert!(
+        peer.seen()
+            .iter()
+            .filter(|v| v["event"] == "listening")
+            .all(|v| v["addr"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("/ip4/127.0.0.1/tcp/"))),
+        "listens only where GRAPEVINE_LISTEN says: {:?}",
+        peer.seen()
+    );
+    assert!(peer.quit().success());
+    let (peer_id, _) = id(&sandbox, &["--data-dir", dir.to_str().expect("UTF-8")]);
+    assert_eq!(common::peer_id_of(&addr), peer_id);
+}
+
+#[test]
+fn config_file_values_take_effect_and_flags_override_them() {
+    let sandbox = Sandbox::new();
+    let config_dir = sandbox.data_dir("from-config");
+    let config = sandbox.path().join("grapevine.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data-dir = {config_dir:?}\nlisten = [\"{LOOPBACK}\"]\nmdns = false\n\
+             nick = \"cfgnick\"\nrooms = [\"cfgroom\"]\n"
+        ),
+    )
+    .expect("writing the config");
+    let config = config.to_str().expect("UTF-8 path");
+
+    let (from_config, _) = id(&sandbox, &["--config", config]);
+    assert!(config_dir.join("identity.key").exists());
+
+    let mut command = sandbox.command();
+    command.args(["--config", config, "chat", "--plain"]);
+    let mut peer = common::Peer::spawn("cfg", command, &sandbox.path().join("cfg.stderr"));
+    peer.wait_event("joined", &[("room", "cfgroom")]);
+    peer.wait_event("nick", &[("room", "cfgroom"), ("nick", "cfgnick")]);
+    assert_eq!(
+        peer.peer_id(),
+        from_config,
+        "runs on the config's data directory"
+    );
+    assert!(peer.quit().success());
+
+    // The default config file is read when no --config is given.
+    let default = sandbox.path().join("home/.config/grapevine");
+    std::fs::create_dir_all(&default).expect("creating the config directory");
+    std::fs::copy(config, default.join("config.toml")).expect("installing the config");
+    assert_eq!(id(&sandbox, &[]).0, from_config);
+
+    let flag_dir = sandbox.data_dir("from-flags");
+    let mut command = sandbox.command();
+    command.arg("--data-dir").arg(&flag_dir).args([
+        "chat", "--plain", "--nick", "flagnick", "--room", "flagroom",
+    ]);
+    let mut peer = common::Peer::spawn("flags", command, &sandbox.path().join("flags.stderr"));
+    peer.wait_event("joined", &[("room", "flagroom")]);
+    peer.wait_event("joined", &[("room", "cfgroom")]);
+    peer.wait_event("nick", &[("room", "flagroom"), ("nick", "flagnick")]);
+    peer.send("/rooms");
+    let rooms = peer.wait_event("rooms", &[]);
+    assert_eq!(rooms["current"], "flagroom", "a --room given comes first");
+    assert!(peer.quit().success());
+    assert!(flag_dir.join("identity.key").exists());
+    let flag_id = id(&sandbox, &["--data-dir", flag_dir.to_str().expect("UTF-8")]).0;
+    assert_ne!(
+        flag_id, from_config,
+        "--data-dir overrides the config's data-dir"
+    );
+}
