@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
+use std::time::Instant;
 
 use grapevine_crdt::{Identity, RecordId, Room, RoomId, Store, SyncSession, Written};
 use libp2p::futures::StreamExt;
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::handle::Command;
 
+mod commit;
 mod discovery;
 mod gossip;
 mod sync;
@@ -84,6 +86,12 @@ pub(crate) struct EventLoop {
     /// Gossip waiting for its room's next batch, in arrival order.
     pending_gossip: HashMap<RoomId, Vec<PendingGossip>>,
     pending_count: usize,
+    /// Records gained but not yet durable, per room, in the order gained: made durable together
+    /// (group commit) and only then reported.
+    unflushed: HashMap<RoomId, Vec<RecordId>>,
+    unflushed_count: usize,
+    /// When the oldest of them was gained.
+    unflushed_since: Option<Instant>,
     /// Bad sync messages per connected peer, which set its gossipsub application score.
     sync_faults: HashMap<PeerId, u32>,
     dropped_events: u64,
@@ -119,6 +127,9 @@ impl EventLoop {
             syncing: HashSet::new(),
             pending_gossip: HashMap::new(),
             pending_count: 0,
+            unflushed: HashMap::new(),
+            unflushed_count: 0,
+            unflushed_since: None,
             sync_faults: HashMap::new(),
             dropped_events: 0,
         }
@@ -148,6 +159,9 @@ impl EventLoop {
                 _ = std::future::ready(()), if self.pending_count > 0 => {
                     self.handle_gossip_batch();
                 }
+                // Last: records gained meanwhile become durable together, once the verdicts that
+                // let gossipsub forward them have reached the connections.
+                _ = std::future::ready(()), if self.unflushed_count > 0 => self.handle_flush(),
             }
         }
     }
@@ -179,11 +193,12 @@ impl EventLoop {
     /// Flushes and releases every room, so a new node can open the same data directory.
     fn close_rooms(&mut self) -> Result<(), NodeError> {
         let mut result = Ok(());
-        for (_, mut joined) in self.rooms.drain() {
-            if let Err(e) = joined.room.flush() {
+        for id in self.rooms.keys().copied().collect::<Vec<_>>() {
+            if let Err(e) = self.flush_room(id) {
                 result = Err(e.into());
             }
         }
+        self.rooms.clear();
         result
     }
 
@@ -333,11 +348,11 @@ impl EventLoop {
     }
 
     fn leave(&mut self, name: &str) -> Result<(), NodeError> {
-        let id = RoomId::for_public_name(name)?;
-        let Some(mut joined) = self.rooms.remove(&id) else {
-            return Err(NodeError::NotJoined(name.to_string()));
-        };
-        self.topics.remove(&joined.topic);
+        let id = self.joined(name)?.room.id();
+        self.flush_room(id)?;
+        if let Some(joined) = self.rooms.remove(&id) {
+            self.topics.remove(&joined.topic);
+        }
         for message in self.pending_gossip.remove(&id).unwrap_or_default() {
             self.pending_count -= 1;
             self.report_verdict(&message.id, &message.source, MessageAcceptance::Ignore);
@@ -349,9 +364,7 @@ impl EventLoop {
         self.sessions.retain(|(_, room, _), _| *room != id);
         self.syncing.retain(|(_, room)| *room != id);
         self.forget_room(id);
-        self.save_room_list()?;
-        joined.room.flush()?;
-        Ok(())
+        self.save_room_list()
     }
 
     /// Writes a record, stores it durably, then publishes its change.
@@ -362,8 +375,8 @@ impl EventLoop {
     ) -> Result<RecordId, NodeError> {
         let joined = self.joined(name)?;
         let written = write(&mut joined.room)?;
-        joined.room.flush()?;
-        let topic = joined.topic.clone();
+        let (room_id, topic) = (joined.room.id(), joined.topic.clone());
+        self.flush_room(room_id)?;
         match self
             .swarm
             .behaviour_mut()

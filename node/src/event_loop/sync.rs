@@ -150,7 +150,7 @@ impl EventLoop {
                 None
             }
         };
-        self.stored(room_id, &new);
+        self.gained(room_id, new);
         SyncResponse { message: reply }
     }
 
@@ -185,7 +185,7 @@ impl EventLoop {
                 None
             }
         };
-        self.stored(room, &new);
+        self.gained(room, new);
         let done = next.is_none() && response.message.is_none();
         if done || rounds + 1 >= MAX_SYNC_ROUNDS {
             if !done {
