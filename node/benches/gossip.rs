@@ -264,7 +264,9 @@ async fn dial_addrs(nodes: &[NodeHandle]) -> Result<Vec<Multiaddr>> {
     Ok(out)
 }
 
-/// A plain gossipsub swarm, configured like the node's (signed, strict, content ids, heartbeat).
+/// A plain gossipsub swarm like the node's (content ids, heartbeat, transmit size), except that it
+/// checks the libp2p signature of every message (strict mode, libp2p's default): without records
+/// signed inside, that signature is what authenticates plain gossipsub's messages.
 fn plain_swarm() -> Result<libp2p::Swarm<gossipsub::Behaviour>> {
     Ok(libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()

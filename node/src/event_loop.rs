@@ -26,6 +26,7 @@ use crate::handle::Command;
 use crate::rate_limit::{Rate, TokenBucket};
 use crate::{NodeEvent, PeerConnection};
 
+mod commit;
 mod connections;
 mod discovery;
 mod gossip;
@@ -141,6 +142,12 @@ pub(crate) struct EventLoop {
     /// Gossip waiting for its room's next batch, in arrival order.
     pending_gossip: HashMap<RoomId, Vec<PendingGossip>>,
     pending_count: usize,
+    /// Records gained but not yet durable, per room, in the order gained: made durable together
+    /// (group commit) and only then reported.
+    unflushed: HashMap<RoomId, Vec<RecordId>>,
+    unflushed_count: usize,
+    /// When the oldest of them was gained.
+    unflushed_since: Option<Instant>,
     /// Bad sync messages per connected peer, which set its gossipsub application score.
     sync_faults: HashMap<PeerId, u32>,
     /// Each joined room's connected members, as last reported.
@@ -203,6 +210,9 @@ impl EventLoop {
             rerun: HashSet::new(),
             pending_gossip: HashMap::new(),
             pending_count: 0,
+            unflushed: HashMap::new(),
+            unflushed_count: 0,
+            unflushed_since: None,
             sync_faults: HashMap::new(),
             sync_budgets: HashMap::new(),
             room_peers: HashMap::new(),
@@ -237,6 +247,9 @@ impl EventLoop {
                 _ = std::future::ready(()), if self.pending_count > 0 => {
                     self.handle_gossip_batch();
                 }
+                // Last: records gained meanwhile become durable together, once the verdicts that
+                // let gossipsub forward them have reached the connections.
+                _ = std::future::ready(()), if self.unflushed_count > 0 => self.handle_flush(),
             }
         }
     }
@@ -268,11 +281,12 @@ impl EventLoop {
     /// Flushes and releases every room, so a new node can open the same data directory.
     fn close_rooms(&mut self) -> Result<(), NodeError> {
         let mut result = Ok(());
-        for (_, mut joined) in self.rooms.drain() {
-            if let Err(e) = joined.room.flush() {
+        for id in self.rooms.keys().copied().collect::<Vec<_>>() {
+            if let Err(e) = self.flush_room(id) {
                 result = Err(e.into());
             }
         }
+        self.rooms.clear();
         result
     }
 
@@ -453,11 +467,11 @@ impl EventLoop {
     }
 
     fn leave(&mut self, name: &str) -> Result<(), NodeError> {
-        let id = RoomId::for_public_name(name)?;
-        let Some(mut joined) = self.rooms.remove(&id) else {
-            return Err(NodeError::NotJoined(name.to_string()));
-        };
-        self.topics.remove(&joined.topic);
+        let id = self.joined(name)?.room.id();
+        self.flush_room(id)?;
+        if let Some(joined) = self.rooms.remove(&id) {
+            self.topics.remove(&joined.topic);
+        }
         for message in self.pending_gossip.remove(&id).unwrap_or_default() {
             self.pending_count -= 1;
             self.report_verdict(&message.id, &message.source, MessageAcceptance::Ignore);
@@ -471,9 +485,7 @@ impl EventLoop {
         self.rerun.retain(|(_, room)| *room != id);
         self.room_peers.remove(&id);
         self.forget_room(id);
-        self.save_room_list()?;
-        joined.room.flush()?;
-        Ok(())
+        self.save_room_list()
     }
 
     /// Writes a record, stores it durably, then publishes its change.
@@ -484,9 +496,8 @@ impl EventLoop {
     ) -> Result<RecordId, NodeError> {
         let joined = self.joined(name)?;
         let written = write(&mut joined.room)?;
-        joined.room.flush()?;
-        let topic = joined.topic.clone();
-        let room = joined.room.id();
+        let (room, topic) = (joined.room.id(), joined.topic.clone());
+        self.flush_room(room)?;
         self.emit(NodeEvent::RecordWritten {
             room,
             record: written.record.clone().into(),

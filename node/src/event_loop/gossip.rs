@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use grapevine_crdt::{ApplyReport, Received, RecordId, RoomId};
+use grapevine_crdt::{ApplyReport, Received};
 use libp2p::PeerId;
 use libp2p::gossipsub::{self, MessageAcceptance};
 
@@ -145,34 +145,10 @@ impl EventLoop {
                 };
                 self.report_verdict(&message.id, &message.source, verdict);
             }
-            self.stored(room_id, &report.new_records().collect::<Vec<_>>());
+            self.gained(room_id, report.new_records());
             for peer in waiting_on {
                 self.start_sync(peer, room_id);
             }
-        }
-    }
-
-    /// Flushes a room that gained records and reports them.
-    pub(super) fn stored(&mut self, room_id: RoomId, new: &[RecordId]) {
-        if new.is_empty() {
-            return;
-        }
-        let Some(joined) = self.rooms.get_mut(&room_id) else {
-            return;
-        };
-        if let Err(e) = joined.room.flush() {
-            tracing::error!(error = %e, "storing received records failed");
-            return;
-        }
-        let records: Vec<_> = new
-            .iter()
-            .filter_map(|id| joined.room.record(id).cloned())
-            .collect();
-        for record in records {
-            self.emit(NodeEvent::RecordReceived {
-                room: room_id,
-                record,
-            });
         }
     }
 }

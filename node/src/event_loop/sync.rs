@@ -220,8 +220,9 @@ impl EventLoop {
                 None
             }
         };
-        self.stored(room_id, &new);
-        self.report_sync_progress(room_id, peer, new.len());
+        let count = new.len();
+        self.gained(room_id, new);
+        self.report_sync_progress(room_id, peer, count);
         SyncResponse { message: reply }
     }
 
@@ -257,11 +258,16 @@ impl EventLoop {
             }
         };
         let records = joined.room.len();
-        self.stored(room, &new);
-        self.report_sync_progress(room, peer, new.len());
+        let count = new.len();
+        self.gained(room, new);
+        self.report_sync_progress(room, peer, count);
         let done = next.is_none() && response.message.is_none();
         if done || rounds + 1 >= MAX_SYNC_ROUNDS {
             if done {
+                // The records of the exchange are reported (once durable) before its end.
+                if let Err(e) = self.flush_room(room) {
+                    tracing::error!(error = %e, "storing synced records failed");
+                }
                 self.emit(NodeEvent::SyncCompleted {
                     room,
                     peer,
