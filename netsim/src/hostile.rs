@@ -375,3 +375,54 @@ fn with_record(change: &[u8], record: Vec<u8>, id: RecordId) -> Result<Vec<u8>, 
     op.key = Key::Map(id.to_string().into());
     Ok(Change::from(expanded).raw_bytes().to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_forged_message_is_rejected_by_a_room_and_names_its_forged_record() {
+        let room = RoomId::for_public_name(ROOM).unwrap();
+        let mut forgery = Forgery {
+            room,
+            honest: Identity::generate(),
+            mallory: Identity::generate(),
+            count: 0,
+        };
+        let mut replica = Room::in_memory(room, Identity::generate());
+        for _ in 0..6 {
+            let forged = forgery.next().unwrap();
+            let change = Envelope::decode(&forged.bytes).unwrap().c;
+            let report = replica.apply_remote(&[change]).unwrap();
+            assert!(
+                report.outcomes[0].is_err(),
+                "accepted: {:?}",
+                report.outcomes
+            );
+            if let Some(id) = forged.record {
+                assert!(replica.record(&id).is_none());
+            }
+        }
+        assert!(replica.is_empty());
+    }
+
+    #[test]
+    fn spammers_are_the_last_members_in_the_room() {
+        let hostile = Hostile {
+            spammers: 0.2,
+            forgers: 0.1,
+            ..Hostile::default()
+        };
+        assert_eq!(hostile.spammer_peers(20, 18), 14..18);
+        assert_eq!(hostile.forger_count(20), 2);
+        assert_eq!(hostile.silent_count(20), 0);
+        assert!(
+            Hostile {
+                silent: 1.5,
+                ..hostile
+            }
+            .check()
+            .is_err()
+        );
+    }
+}

@@ -407,6 +407,36 @@ mod tests {
     }
 
     #[test]
+    fn spammers_post_at_their_rate_and_never_publish_measured_records() {
+        let mut spam = scenario(BASE);
+        spam.faults.clear();
+        spam.hostile = Hostile {
+            spammers: 0.2,
+            spam_rate: 3.0,
+            ..Hostile::default()
+        };
+        let spammers = spam.hostile.spammer_peers(spam.peers, spam.peers);
+        assert_eq!(spammers, 8..10);
+        let steps = spam.schedule();
+        let spam_steps: Vec<usize> = steps
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Step::Spam(p) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        // 3 records/s each, for 10 s, from both spammers.
+        assert_eq!(spam_steps.len(), 60);
+        assert!(spam_steps.iter().all(|p| spammers.contains(p)));
+        assert!(steps.iter().all(|(_, s)| match s {
+            Step::Publish(p) => !spammers.contains(p),
+            _ => true,
+        }));
+        spam.hostile.spammers = 1.0;
+        assert!(spam.check().is_err(), "no honest peer left");
+    }
+
+    #[test]
     fn bad_scenarios_are_refused() {
         let mut bad = scenario(BASE);
         bad.late_joiners = 10;
