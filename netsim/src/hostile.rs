@@ -150,6 +150,9 @@ pub struct HostileReport {
     pub forged_sent: u64,
     /// Invalid Automerge changes the forgers published.
     pub invalid_sent: u64,
+    /// Room-topic mesh links the silent peers held at their last heartbeat check, all together:
+    /// zero would mean they never joined a mesh and the run tested nothing about them.
+    pub silent_mesh_links: u64,
     /// Forged records found in a node's room view or among its received records, counted once
     /// per node: must be zero.
     pub forged_stored: usize,
@@ -167,6 +170,7 @@ pub(crate) struct HostilePeers {
 /// Counters and forged ids shared with the forgers' tasks.
 #[derive(Debug, Default)]
 pub(crate) struct Sent {
+    pub(crate) silent_mesh_links: Vec<AtomicU64>,
     pub(crate) forged: AtomicU64,
     pub(crate) invalid: AtomicU64,
     pub(crate) forged_ids: Mutex<HashSet<RecordId>>,
@@ -198,10 +202,15 @@ impl HostilePeers {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x0bad_0bad);
         let room_id = RoomId::for_public_name(ROOM).map_err(|e| setup(&e))?;
         let topic = room_topic(room_id);
+        let (forgers, silent) = (hostile.forger_count(members), hostile.silent_count(members));
         let mut peers = Self {
-            forgers: hostile.forger_count(members),
-            silent: hostile.silent_count(members),
-            ..Self::default()
+            forgers,
+            silent,
+            tasks: Vec::new(),
+            sent: Arc::new(Sent {
+                silent_mesh_links: (0..silent).map(|_| AtomicU64::new(0)).collect(),
+                ..Sent::default()
+            }),
         };
         for i in 0..peers.forgers + peers.silent {
             let forger = i < peers.forgers;
@@ -230,7 +239,9 @@ impl HostilePeers {
                     .then(|| Duration::from_secs_f64(1.0 / hostile.forge_rate));
                 tokio::spawn(forge(peer, topic.clone(), forgery, gap, peers.sent.clone()))
             } else {
-                tokio::spawn(stay_silent(peer))
+                let sent = peers.sent.clone();
+                let index = i - peers.forgers;
+                tokio::spawn(stay_silent(peer, topic.clone(), sent, index))
             };
             peers.tasks.push(task);
         }
@@ -250,15 +261,26 @@ fn setup(e: &dyn std::fmt::Display) -> GossipError {
 }
 
 /// A silent peer: subscribed and in meshes, holding every message for a validation result it
-/// never gives, so it forwards (and gossips) nothing.
-async fn stay_silent(mut peer: BarePeer) {
+/// never gives, so it forwards (and gossips) nothing. It notes its mesh size as number `index`.
+async fn stay_silent(
+    mut peer: BarePeer,
+    topic: gossipsub::IdentTopic,
+    sent: Arc<Sent>,
+    index: usize,
+) {
     let mut redial = tokio::time::interval(REDIAL_INTERVAL);
     loop {
         tokio::select! {
             event = peer.swarm.select_next_some() => {
                 peer.on_event(event);
             }
-            _ = redial.tick() => peer.dial_missing(),
+            _ = redial.tick() => {
+                peer.dial_missing();
+                let links = peer.swarm.behaviour().mesh_peers(&topic.hash()).count();
+                if let Some(slot) = sent.silent_mesh_links.get(index) {
+                    slot.store(links as u64, Ordering::Relaxed);
+                }
+            }
         }
     }
 }

@@ -137,13 +137,14 @@ fn print_report(report: &RunReport) {
     if let Some(hostile) = &report.hostile {
         println!(
             "hostile: {} spammers posted {} records; {} forgers sent {} forged records and {} \
-             invalid changes; {} silent peers",
+             invalid changes; {} silent peers held {} mesh links",
             hostile.spammers,
             hostile.spam_posted,
             hostile.forgers,
             hostile.forged_sent,
             hostile.invalid_sent,
-            hostile.silent
+            hostile.silent,
+            hostile.silent_mesh_links
         );
         println!(
             "forged records stored by honest nodes: {}{}",

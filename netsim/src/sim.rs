@@ -467,6 +467,13 @@ impl Sim {
             spam_posted: self.spam_posted.load(Ordering::Relaxed),
             forged_sent: self.hostile.sent.forged.load(Ordering::Relaxed),
             invalid_sent: self.hostile.sent.invalid.load(Ordering::Relaxed),
+            silent_mesh_links: self
+                .hostile
+                .sent
+                .silent_mesh_links
+                .iter()
+                .map(|links| links.load(Ordering::Relaxed))
+                .sum(),
             forged_stored: stored,
         })
     }

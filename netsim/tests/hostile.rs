@@ -22,6 +22,10 @@ async fn honest_members_deliver_and_store_no_forgery_among_forgers_and_silent_pe
     println!("{hostile:?}");
     ensure!(hostile.forgers > 0 && hostile.silent > 0, "{hostile:?}");
     ensure!(
+        hostile.silent_mesh_links > 0,
+        "the silent peers sat in meshes: {hostile:?}"
+    );
+    ensure!(
         hostile.forged_sent > 0 && hostile.invalid_sent > 0,
         "the forgers reached the room: {hostile:?}"
     );
