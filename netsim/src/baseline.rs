@@ -318,6 +318,13 @@ impl Swarms {
     }
 }
 
+impl Drop for Swarms {
+    /// A run that fails half-way leaves no swarm running.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// How the baseline's peers are connected, and what it leaves out of the scenario.
 fn plan(scenario: &Scenario) -> (Vec<Vec<usize>>, Vec<String>) {
     let mut notes = Vec::new();
@@ -340,10 +347,12 @@ fn plan(scenario: &Scenario) -> (Vec<Vec<usize>>, Vec<String>) {
     if scenario.late_joiners > 0 {
         notes.push("late joiners only get messages published after they join".into());
     }
-    if !scenario.hostile.is_none() {
-        notes.push(
-            "no forgers or silent peers; spammers publish plain messages on their schedule".into(),
-        );
+    let hostile = &scenario.hostile;
+    if hostile.forgers > 0.0 || hostile.silent > 0.0 {
+        notes.push("no forgers or silent peers in the baseline".into());
+    }
+    if hostile.spammers > 0.0 {
+        notes.push("spammers publish plain messages on their schedule, unmeasured".into());
     }
     notes.push(
         "crashed peers lose their state; peers redial their neighbours every 2 s when cut off"

@@ -214,8 +214,9 @@ impl HostilePeers {
         };
         for i in 0..peers.forgers + peers.silent {
             let forger = i < peers.forgers;
-            let targets = (0..hostile.links.min(members))
-                .map(|_| addr(rng.random_range(0..members)))
+            let targets = rand::seq::index::sample(&mut rng, members, hostile.links.min(members))
+                .into_iter()
+                .map(&addr)
                 .collect();
             let key =
                 Keypair::ed25519_from_bytes(rng.random::<[u8; 32]>()).map_err(|e| setup(&e))?;
@@ -253,6 +254,13 @@ impl HostilePeers {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+    }
+}
+
+impl Drop for HostilePeers {
+    /// A simulation dropped without [`crate::Sim::shutdown`] leaves no hostile peer running.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -1,6 +1,9 @@
 //! `grapevine-netsim`: runs a scenario file and prints what it measured.
 //!
 //! `cargo run --release -p grapevine-netsim -- run netsim/scenarios/partition-heal.toml`
+//!
+//! `--baseline raw-gossipsub` plays the same schedule again on plain gossipsub swarms and prints
+//! Grapevine / baseline ratios.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use grapevine_netsim::runner::{self, RunReport};
-use grapevine_netsim::{Baseline, Scenario};
+use grapevine_netsim::{Baseline, Hostile, Scenario};
 use grapevine_netsim::{BaselineReport, Ratios};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -38,6 +41,9 @@ enum Command {
         /// Also run this baseline after Grapevine, on the same schedule (raw-gossipsub)
         #[arg(long, value_name = "KIND")]
         baseline: Option<Baseline>,
+        /// Leave out the file's hostile peers (to see what they cost, run with and without)
+        #[arg(long)]
+        no_hostile: bool,
         /// Also write the report as JSON to this file
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -54,6 +60,7 @@ fn main() -> Result<()> {
         seed,
         duration,
         baseline,
+        no_hostile,
         json,
         quiet,
     } = Cli::parse().command;
@@ -69,6 +76,9 @@ fn main() -> Result<()> {
     }
     if baseline.is_some() {
         scenario.baseline = baseline;
+    }
+    if no_hostile {
+        scenario.hostile = Hostile::default();
     }
     scenario.check().map_err(anyhow::Error::msg)?;
     println!(
