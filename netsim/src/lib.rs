@@ -9,7 +9,13 @@
 //! - [`scenario`]: scenarios as TOML or code, and the seeded schedule of steps they give.
 //! - [`runner`]: plays a scenario on a simulation and gathers the [`runner::RunReport`].
 //! - [`resources`]: the process's CPU time and memory.
+//! - [`hostile`]: spammers, forgers and silent peers, and what they achieved.
+//! - [`baseline`]: the same scenario on plain gossipsub swarms, for side-by-side figures.
+//! - `gossip`: bare gossipsub swarms on the simulated network, for both of the above.
 
+pub mod baseline;
+mod gossip;
+pub mod hostile;
 pub mod metrics;
 pub mod network;
 pub mod resources;
@@ -17,6 +23,9 @@ pub mod runner;
 pub mod scenario;
 pub mod sim;
 
+pub use baseline::{Baseline, BaselineReport, Ratios};
+pub use gossip::GossipError;
+pub use hostile::{Hostile, HostileReport};
 pub use metrics::{Percentiles, Report};
 pub use network::{LinkFaults, SimNetwork};
 pub use scenario::{Fault, Scenario, Step, TimedFault, Traffic};

@@ -1,14 +1,18 @@
 //! `grapevine-netsim`: runs a scenario file and prints what it measured.
 //!
 //! `cargo run --release -p grapevine-netsim -- run netsim/scenarios/partition-heal.toml`
+//!
+//! `--baseline raw-gossipsub` plays the same schedule again on plain gossipsub swarms and prints
+//! Grapevine / baseline ratios.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use grapevine_netsim::Scenario;
 use grapevine_netsim::runner::{self, RunReport};
+use grapevine_netsim::{Baseline, Hostile, Scenario};
+use grapevine_netsim::{BaselineReport, Ratios};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Many real Grapevine peers in one process, with faults, measured.
@@ -34,6 +38,12 @@ enum Command {
         /// How long traffic runs, e.g. 30s, instead of the file's
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
+        /// Also run this baseline after Grapevine, on the same schedule (raw-gossipsub)
+        #[arg(long, value_name = "KIND")]
+        baseline: Option<Baseline>,
+        /// Leave out the file's hostile peers (to see what they cost, run with and without)
+        #[arg(long)]
+        no_hostile: bool,
         /// Also write the report as JSON to this file
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -49,6 +59,8 @@ fn main() -> Result<()> {
         peers,
         seed,
         duration,
+        baseline,
+        no_hostile,
         json,
         quiet,
     } = Cli::parse().command;
@@ -62,15 +74,23 @@ fn main() -> Result<()> {
     if let Some(duration) = duration {
         scenario.duration = duration;
     }
+    if baseline.is_some() {
+        scenario.baseline = baseline;
+    }
+    if no_hostile {
+        scenario.hostile = Hostile::default();
+    }
     scenario.check().map_err(anyhow::Error::msg)?;
     println!(
         "scenario {}: {} peers, seed {}, {:?}",
         scenario.name, scenario.peers, scenario.seed, scenario.duration
     );
+    // The baseline plays the schedule again after Grapevine.
+    let runs = if scenario.baseline.is_some() { 2 } else { 1 };
     let bar = if quiet || scenario.duration < Duration::from_secs(3) {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(scenario.duration.as_millis() as u64)
+        ProgressBar::new(scenario.duration.as_millis() as u64 * runs)
     };
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {elapsed}/{duration} {msg}")
@@ -124,5 +144,94 @@ fn print_report(report: &RunReport) {
             report.late_steps, report.worst_step_delay_ms
         );
     }
+    if let Some(hostile) = &report.hostile {
+        println!(
+            "hostile: {} spammers posted {} records; {} forgers sent {} forged records and {} \
+             invalid changes; {} silent peers held {} mesh links",
+            hostile.spammers,
+            hostile.spam_posted,
+            hostile.forgers,
+            hostile.forged_sent,
+            hostile.invalid_sent,
+            hostile.silent,
+            hostile.silent_mesh_links
+        );
+        println!(
+            "forged records stored by honest nodes: {}{}",
+            hostile.forged_stored,
+            if hostile.forged_stored > 0 {
+                "  <- FORGERIES ACCEPTED"
+            } else {
+                ""
+            }
+        );
+        println!("(delivery and latency above are over honest members and publishers only)");
+    }
+    if let (Some(baseline), Some(ratios)) = (&report.baseline, &report.ratios) {
+        print_baseline(report, baseline, ratios);
+    }
     println!("seed {}", report.seed);
+}
+
+fn print_baseline(report: &RunReport, baseline: &BaselineReport, ratios: &Ratios) {
+    println!();
+    println!("baseline {}:", baseline.kind);
+    for note in &baseline.notes {
+        println!("  note: {note}");
+    }
+    println!("{}", baseline.delivery);
+    let fmt_ratio = |r: Option<f64>| r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
+    let (g, b) = (&report.delivery, &baseline.delivery);
+    println!(
+        "{:<28} {:>12} {:>12} {:>10}",
+        "grapevine / baseline", "grapevine", "baseline", "ratio"
+    );
+    let rows = [
+        (
+            "latency/delivery p50 (ms)",
+            g.latency_per_delivery.p50_ms,
+            b.latency_per_delivery.p50_ms,
+            ratios.latency_per_delivery_p50,
+        ),
+        (
+            "latency/delivery p99 (ms)",
+            g.latency_per_delivery.p99_ms,
+            b.latency_per_delivery.p99_ms,
+            ratios.latency_per_delivery_p99,
+        ),
+        (
+            "latency to all p50 (ms)",
+            g.latency_to_all.p50_ms,
+            b.latency_to_all.p50_ms,
+            ratios.latency_to_all_p50,
+        ),
+        (
+            "latency to all p99 (ms)",
+            g.latency_to_all.p99_ms,
+            b.latency_to_all.p99_ms,
+            ratios.latency_to_all_p99,
+        ),
+        (
+            "bytes per delivery",
+            g.bytes_per_delivery,
+            b.bytes_per_delivery,
+            ratios.bytes_per_delivery,
+        ),
+        (
+            "cpu ms per delivery",
+            report.usage.cpu_ms_per_delivery,
+            baseline.usage.cpu_ms_per_delivery,
+            ratios.cpu_per_delivery,
+        ),
+    ];
+    for (name, grapevine, base, ratio) in rows {
+        println!(
+            "{name:<28} {grapevine:>12.2} {base:>12.2} {:>10}",
+            fmt_ratio(ratio)
+        );
+    }
+    println!(
+        "(n/a: a side measured nothing; latency to all counts only records that reached everyone; \
+         CPU is the whole process, setup included, on each side)"
+    );
 }

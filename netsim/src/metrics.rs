@@ -1,7 +1,7 @@
 //! Measurements: when each record was published and when each peer received it, and the report
 //! made from them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -33,14 +33,33 @@ impl DeliveryLog {
             .or_insert(at);
     }
 
-    /// The report over the peers `members` (running room members), after `elapsed`.
-    pub fn report(&self, members: &[usize], elapsed: Duration, traffic: &Traffic) -> Report {
+    /// Whether `peer` received any of `records`.
+    pub fn received_any(&self, peer: usize, records: &HashSet<RecordId>) -> bool {
+        records.iter().any(|record| {
+            self.received
+                .get(record)
+                .is_some_and(|got| got.contains_key(&peer))
+        })
+    }
+
+    /// The report over the peers `members` (running honest room members), leaving out what
+    /// `excluded` peers (hostile ones) published, after `elapsed`.
+    pub fn report(
+        &self,
+        members: &[usize],
+        excluded: &[usize],
+        elapsed: Duration,
+        traffic: &Traffic,
+    ) -> Report {
         let mut expected = 0usize;
         let mut delivered = 0usize;
         let mut to_95 = Vec::new();
         let mut to_all = Vec::new();
         let mut all = Vec::new();
         for (record, (publisher, at)) in &self.published {
+            if excluded.contains(publisher) {
+                continue;
+            }
             let receivers: Vec<usize> =
                 members.iter().copied().filter(|p| p != publisher).collect();
             if receivers.is_empty() {
@@ -66,7 +85,11 @@ impl DeliveryLog {
         }
         Report {
             members: members.len(),
-            published: self.published.len(),
+            published: self
+                .published
+                .values()
+                .filter(|(publisher, _)| !excluded.contains(publisher))
+                .count(),
             delivery_ratio: if expected == 0 {
                 1.0
             } else {
@@ -125,9 +148,9 @@ impl Percentiles {
 /// What a simulation measured.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Report {
-    /// Running room members at the end.
+    /// Running honest room members at the end.
     pub members: usize,
-    /// Records published.
+    /// Records published (by honest members, and measured).
     pub published: usize,
     /// Deliveries made over deliveries expected (every running member but the publisher).
     pub delivery_ratio: f64,

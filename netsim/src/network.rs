@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{AsyncRead, AsyncWrite, FutureExt, SinkExt, StreamExt};
-use grapevine_node::{CustomTransport, RawStream};
+use grapevine_node::{CustomTransport, RawStream, RawTransport};
 use libp2p::Multiaddr;
 use libp2p::core::transport::{DialOpts, ListenerId, Transport, TransportError, TransportEvent};
 use libp2p::multiaddr::Protocol;
@@ -141,17 +141,21 @@ impl SimNetwork {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// The transport for peer `peer`.
+    /// The transport for peer `peer`, as a node takes it.
     pub fn transport(&self, peer: usize) -> CustomTransport {
         let network = self.clone();
-        CustomTransport::new(move || {
-            SimTransport {
-                network: network.clone(),
-                peer,
-                listeners: Vec::new(),
-            }
-            .boxed()
-        })
+        CustomTransport::new(move || network.raw_transport(peer))
+    }
+
+    /// The raw transport of peer `peer` (before Noise and Yamux): bare libp2p swarms, such as
+    /// hostile peers and the baseline's, join the simulated network with it.
+    pub fn raw_transport(&self, peer: usize) -> RawTransport {
+        SimTransport {
+            network: self.clone(),
+            peer,
+            listeners: Vec::new(),
+        }
+        .boxed()
     }
 
     /// Sets the faults of the link between `a` and `b`.

@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::baseline::{self, BaselineReport, Ratios};
+use crate::hostile::HostileReport;
 use crate::metrics::Report;
 use crate::resources::{Reading, Usage};
 use crate::scenario::{Scenario, Step};
@@ -39,12 +41,19 @@ pub struct RunReport {
     pub late_steps: usize,
     /// The worst delay of a step, in ms.
     pub worst_step_delay_ms: f64,
+    /// What the hostile peers did, when the scenario has any.
+    pub hostile: Option<HostileReport>,
+    /// The baseline run, when the scenario asks for one.
+    pub baseline: Option<BaselineReport>,
+    /// Grapevine over the baseline, when there is one.
+    pub ratios: Option<Ratios>,
 }
 
 /// Called as the run goes, with the time played so far (for a progress bar).
 pub type Progress<'a> = &'a (dyn Fn(Duration) + Sync);
 
-/// Runs `scenario`; `progress` hears the run's time as it advances.
+/// Runs `scenario`, then its baseline if it has one; `progress` hears the run's time as it
+/// advances (the baseline's after the scenario's `duration`).
 pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunReport, SimError> {
     let before: Reading = Usage::now();
     let mut sim = Sim::builder()
@@ -54,6 +63,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         .link_faults(scenario.link)
         .sync_interval(scenario.sync_interval)
         .late_joiners(scenario.late_joiners)
+        .hostile(scenario.hostile)
         .build()
         .await?;
     if scenario.preload > 0 {
@@ -113,10 +123,16 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         let done = final_convergence.map(|_| since.elapsed().as_secs_f64());
         convergence_after_faults.push((what, done));
     }
+    let hostile = if scenario.hostile.is_none() {
+        None
+    } else {
+        Some(sim.hostile_report().await?)
+    };
     let mut delivery = sim.report().await?;
     delivery.convergence = final_convergence;
     let usage = Usage::now().since(&before, scenario.peers, delivery_count(&delivery));
-    let report = RunReport {
+    sim.shutdown().await?;
+    let mut report = RunReport {
         scenario: scenario.name.clone(),
         seed: scenario.seed,
         peers: scenario.peers,
@@ -127,8 +143,16 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         usage,
         late_steps,
         worst_step_delay_ms: worst_delay.as_secs_f64() * 1000.0,
+        hostile,
+        baseline: None,
+        ratios: None,
     };
-    sim.shutdown().await?;
+    if scenario.baseline.is_some() {
+        let offset = scenario.duration;
+        let baseline = baseline::run(scenario, &|played| progress(offset + played)).await?;
+        report.ratios = Some(Ratios::of(&report.delivery, &report.usage, &baseline));
+        report.baseline = Some(baseline);
+    }
     Ok(report)
 }
 
@@ -139,6 +163,11 @@ async fn play(sim: &mut Sim, step: Step, size: usize) -> Result<(), SimError> {
             // A crashed publisher publishes nothing; that is the fault, not an error.
             if sim.is_running(peer) {
                 sim.publish(peer, size).await?;
+            }
+        }
+        Step::Spam(peer) => {
+            if sim.is_running(peer) {
+                sim.spam(peer, size).await?;
             }
         }
         Step::Partition(groups) => sim.partition(&groups),

@@ -10,6 +10,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::baseline::Baseline;
+use crate::hostile::Hostile;
 use crate::network::LinkFaults;
 use crate::sim::Topology;
 
@@ -72,6 +74,12 @@ pub struct Scenario {
     /// How long to wait for convergence after the traffic stops.
     #[serde(default = "default_settle", with = "humantime_serde")]
     pub settle: Duration,
+    /// Hostile peers: spammers, forgers, silent peers.
+    #[serde(default)]
+    pub hostile: Hostile,
+    /// A baseline to run after Grapevine, on the same schedule, for side-by-side figures.
+    #[serde(default)]
+    pub baseline: Option<Baseline>,
 }
 
 /// Who publishes, how often and how much.
@@ -167,6 +175,8 @@ pub enum Fault {
 pub enum Step {
     /// Peer publishes a record.
     Publish(usize),
+    /// A spammer posts a record (valid, unmeasured).
+    Spam(usize),
     /// Split the members into these groups.
     Partition(Vec<Vec<usize>>),
     /// End the partition.
@@ -223,8 +233,14 @@ impl Scenario {
         if self.late_joiners >= self.peers {
             return Err("late-joiners must leave at least one peer in the room".into());
         }
-        if self.traffic.publishers > self.peers - self.late_joiners {
-            return Err("more publishers than peers in the room at the start".into());
+        self.hostile.check()?;
+        let in_room = self.peers - self.late_joiners;
+        let spammers = self.hostile.spammer_peers(self.peers, in_room).len();
+        if spammers >= in_room {
+            return Err("hostile spammers leave no honest peer in the room".into());
+        }
+        if self.traffic.publishers > in_room - spammers {
+            return Err("more publishers than honest peers in the room at the start".into());
         }
         if !(0.0..=1.0).contains(&self.link.loss) {
             return Err("link loss must be between 0 and 1".into());
@@ -256,9 +272,10 @@ impl Scenario {
         let mut rng = StdRng::seed_from_u64(self.seed ^ 0x5eed_5eed);
         let mut steps = Vec::new();
         let in_room = self.peers - self.late_joiners;
-        let mut order: Vec<usize> = (0..in_room).collect();
+        let spammers = self.hostile.spammer_peers(self.peers, in_room);
+        let mut order: Vec<usize> = (0..in_room).filter(|p| !spammers.contains(p)).collect();
         order.shuffle(&mut rng);
-        let publishers = &order[..self.traffic.publishers.max(1).min(in_room)];
+        let publishers = &order[..self.traffic.publishers.max(1).min(order.len())];
         if self.traffic.burst > 0 {
             for i in 0..self.traffic.burst {
                 steps.push((
@@ -274,6 +291,18 @@ impl Scenario {
                 steps.push((at, Step::Publish(publishers[i % publishers.len()])));
                 at += gap;
                 i += 1;
+            }
+        }
+        if self.hostile.spam_rate > 0.0 {
+            let gap = Duration::from_secs_f64(1.0 / self.hostile.spam_rate);
+            let count = spammers.len();
+            for (j, spammer) in spammers.enumerate() {
+                // Spammers take turns within each gap.
+                let mut at = gap.mul_f64((j as f64 + 0.5) / count as f64);
+                while at < self.duration {
+                    steps.push((at, Step::Spam(spammer)));
+                    at += gap;
+                }
             }
         }
         for timed in &self.faults {
@@ -375,6 +404,36 @@ mod tests {
         }
         .schedule();
         assert_ne!(a, other);
+    }
+
+    #[test]
+    fn spammers_post_at_their_rate_and_never_publish_measured_records() {
+        let mut spam = scenario(BASE);
+        spam.faults.clear();
+        spam.hostile = Hostile {
+            spammers: 0.2,
+            spam_rate: 3.0,
+            ..Hostile::default()
+        };
+        let spammers = spam.hostile.spammer_peers(spam.peers, spam.peers);
+        assert_eq!(spammers, 8..10);
+        let steps = spam.schedule();
+        let spam_steps: Vec<usize> = steps
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Step::Spam(p) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        // 3 records/s each, for 10 s, from both spammers.
+        assert_eq!(spam_steps.len(), 60);
+        assert!(spam_steps.iter().all(|p| spammers.contains(p)));
+        assert!(steps.iter().all(|(_, s)| match s {
+            Step::Publish(p) => !spammers.contains(p),
+            _ => true,
+        }));
+        spam.hostile.spammers = 1.0;
+        assert!(spam.check().is_err(), "no honest peer left");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! code (publish, partition, repair, crash, restart) and measured as they go.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,8 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::gossip::GossipError;
+use crate::hostile::{Hostile, HostilePeers, HostileReport};
 use crate::metrics::{DeliveryLog, Report};
 use crate::network::{LinkFaults, SimNetwork};
 
@@ -26,6 +29,11 @@ pub const ROOM: &str = "netsim";
 /// Ports from here on are the fixed listen ports of peers (`/memory/<port>`), so every address
 /// is known before any node starts; lower ports are handed out to connections.
 const FIRST_PEER_PORT: u64 = 1 << 40;
+
+/// The listen address of network peer `i`.
+pub(crate) fn peer_addr(i: usize) -> Multiaddr {
+    Multiaddr::empty().with(Protocol::Memory(FIRST_PEER_PORT + i as u64))
+}
 /// Collectors count as caught up when no event arrived for this long…
 const SETTLE_STEP: Duration = Duration::from_millis(50);
 /// …or after this many steps at most.
@@ -80,6 +88,53 @@ pub enum SimError {
     /// The peers did not converge in time.
     #[error("not converged after {0:?}")]
     NotConverged(Duration),
+    /// A bare gossipsub peer (hostile or baseline) could not start.
+    #[error(transparent)]
+    Gossip(#[from] GossipError),
+}
+
+impl Topology {
+    /// Who dials whom among `peers` members: each member's list of members to dial, drawn with
+    /// `seed` (empty lists for [`Topology::Bootstrap`], where Kademlia finds the members).
+    pub fn links(&self, peers: usize, seed: u64) -> Vec<Vec<usize>> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut neighbours = vec![Vec::new(); peers];
+        match *self {
+            Topology::Bootstrap { .. } => {}
+            Topology::RandomRegular { degree } => {
+                link_randomly(
+                    &mut neighbours,
+                    &(0..peers).collect::<Vec<_>>(),
+                    degree,
+                    &mut rng,
+                );
+            }
+            Topology::Clusters {
+                clusters,
+                degree,
+                bridges,
+            } => {
+                let clusters = clusters.max(1);
+                let groups: Vec<Vec<usize>> = (0..clusters)
+                    .map(|c| (0..peers).filter(|p| p % clusters == c).collect())
+                    .collect();
+                for group in &groups {
+                    link_randomly(&mut neighbours, group, degree, &mut rng);
+                }
+                for (c, group) in groups.iter().enumerate() {
+                    let next = &groups[(c + 1) % clusters];
+                    if clusters > 1 && !group.is_empty() && !next.is_empty() {
+                        for _ in 0..bridges {
+                            let a = group[rng.random_range(0..group.len())];
+                            let b = next[rng.random_range(0..next.len())];
+                            neighbours[a].push(b);
+                        }
+                    }
+                }
+            }
+        }
+        neighbours
+    }
 }
 
 /// Builds a [`Sim`].
@@ -92,6 +147,7 @@ pub struct SimBuilder {
     sync_interval: Duration,
     heartbeat: Duration,
     late_joiners: usize,
+    hostile: Hostile,
     dir: Option<PathBuf>,
 }
 
@@ -105,6 +161,7 @@ impl Default for SimBuilder {
             sync_interval: grapevine_node::config::DEFAULT_SYNC_INTERVAL,
             heartbeat: grapevine_node::config::DEFAULT_HEARTBEAT,
             late_joiners: 0,
+            hostile: Hostile::default(),
             dir: None,
         }
     }
@@ -153,6 +210,12 @@ impl SimBuilder {
         self
     }
 
+    /// Hostile peers: spammers among the members, forgers and silent peers on top of them.
+    pub fn hostile(mut self, hostile: Hostile) -> Self {
+        self.hostile = hostile;
+        self
+    }
+
     /// Keep the peers' data directories under `dir` (a temporary directory otherwise).
     pub fn dir(mut self, dir: PathBuf) -> Self {
         self.dir = Some(dir);
@@ -167,15 +230,13 @@ impl SimBuilder {
             .clone()
             .unwrap_or_else(|| temp.path().to_path_buf());
         let network = SimNetwork::new(self.faults, self.seed);
-        let mut rng = StdRng::seed_from_u64(self.seed);
         let infra_count = match self.topology {
             Topology::Bootstrap { nodes } => nodes,
             _ => 0,
         };
         let total = self.peers + infra_count;
-        let addr = |i: usize| -> Multiaddr {
-            Multiaddr::empty().with(Protocol::Memory(FIRST_PEER_PORT + i as u64))
-        };
+        let addr = peer_addr;
+        let in_room = self.peers - self.late_joiners.min(self.peers);
         let mut sim = Sim {
             network: network.clone(),
             peers: Vec::new(),
@@ -185,43 +246,13 @@ impl SimBuilder {
             events_seen: Arc::new(AtomicU64::new(0)),
             room_peers: Arc::new(Mutex::new(HashMap::new())),
             seed: self.seed,
+            spammers: self.hostile.spammer_peers(self.peers, in_room),
+            spam_posted: AtomicU64::new(0),
+            hostile: HostilePeers::default(),
             _temp: temp,
         };
-        let mut neighbours = vec![Vec::new(); total];
-        match self.topology {
-            Topology::Bootstrap { .. } => {}
-            Topology::RandomRegular { degree } => {
-                link_randomly(
-                    &mut neighbours,
-                    &(0..self.peers).collect::<Vec<_>>(),
-                    degree,
-                    &mut rng,
-                );
-            }
-            Topology::Clusters {
-                clusters,
-                degree,
-                bridges,
-            } => {
-                let clusters = clusters.max(1);
-                let groups: Vec<Vec<usize>> = (0..clusters)
-                    .map(|c| (0..self.peers).filter(|p| p % clusters == c).collect())
-                    .collect();
-                for group in &groups {
-                    link_randomly(&mut neighbours, group, degree, &mut rng);
-                }
-                for (c, group) in groups.iter().enumerate() {
-                    let next = &groups[(c + 1) % clusters];
-                    if clusters > 1 && !group.is_empty() && !next.is_empty() {
-                        for _ in 0..bridges {
-                            let a = group[rng.random_range(0..group.len())];
-                            let b = next[rng.random_range(0..next.len())];
-                            neighbours[a].push(b);
-                        }
-                    }
-                }
-            }
-        }
+        let mut neighbours = self.topology.links(self.peers, self.seed);
+        neighbours.resize(total, Vec::new());
         for (i, neighbours) in neighbours.iter().enumerate() {
             let infra = i >= self.peers;
             let mut config = Config {
@@ -255,13 +286,22 @@ impl SimBuilder {
         // Infrastructure first, so members find it listening.
         for i in (self.peers..total).chain(0..self.peers) {
             sim.start(i).await?;
-            if i < self.peers - self.late_joiners.min(self.peers) {
+            if i < in_room {
                 sim.node(i)?
                     .join(ROOM)
                     .await
                     .map_err(|source| SimError::Node { peer: i, source })?;
             }
         }
+        sim.hostile = HostilePeers::spawn(
+            &self.hostile,
+            &network,
+            total,
+            self.peers,
+            addr,
+            self.heartbeat,
+            self.seed,
+        )?;
         sim.started = Instant::now();
         Ok(sim)
     }
@@ -296,6 +336,10 @@ pub struct Sim {
     /// Each member's connected room members, from its events.
     room_peers: Arc<Mutex<HashMap<usize, usize>>>,
     seed: u64,
+    /// Members that spam: not honest receivers or publishers.
+    spammers: Range<usize>,
+    spam_posted: AtomicU64,
+    hostile: HostilePeers,
     _temp: TempDir,
 }
 
@@ -380,6 +424,58 @@ impl Sim {
             .map_err(|source| SimError::Node { peer, source })?;
         lock(&self.log).published(id, peer, at);
         Ok(id)
+    }
+
+    /// Posts a valid record of `size` bytes from spammer `peer`, unmeasured.
+    pub async fn spam(&self, peer: usize, size: usize) -> Result<(), SimError> {
+        self.node(peer)?
+            .post(ROOM, &message_text(size))
+            .await
+            .map_err(|source| SimError::Node { peer, source })?;
+        self.spam_posted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The members that are spammers.
+    pub fn spammers(&self) -> Range<usize> {
+        self.spammers.clone()
+    }
+
+    /// What the hostile peers sent, and whether any forged record was stored by a running
+    /// member: each one's room view and received records are searched for the forged ids.
+    pub async fn hostile_report(&self) -> Result<HostileReport, SimError> {
+        self.settle().await?;
+        let forged = self.hostile.sent.forged_ids();
+        let mut stored = 0;
+        for peer in 0..self.members {
+            let Ok(node) = self.node(peer) else {
+                continue;
+            };
+            let view = node
+                .view(ROOM)
+                .await
+                .map_err(|source| SimError::Node { peer, source })?;
+            let in_view = view.messages.iter().any(|m| forged.contains(&m.id));
+            if in_view || lock(&self.log).received_any(peer, &forged) {
+                stored += 1;
+            }
+        }
+        Ok(HostileReport {
+            spammers: self.spammers.len(),
+            forgers: self.hostile.forgers,
+            silent: self.hostile.silent,
+            spam_posted: self.spam_posted.load(Ordering::Relaxed),
+            forged_sent: self.hostile.sent.forged.load(Ordering::Relaxed),
+            invalid_sent: self.hostile.sent.invalid.load(Ordering::Relaxed),
+            silent_mesh_links: self
+                .hostile
+                .sent
+                .silent_mesh_links
+                .iter()
+                .map(|links| links.load(Ordering::Relaxed))
+                .sum(),
+            forged_stored: stored,
+        })
     }
 
     /// Posts `count` records of `size` bytes from `peer` without measuring them: history for
@@ -502,15 +598,25 @@ impl Sim {
         Ok(())
     }
 
-    /// What was measured so far.
+    /// What was measured so far, over honest members: spammers neither count as receivers nor
+    /// as publishers.
     pub async fn report(&self) -> Result<Report, SimError> {
         self.settle().await?;
-        let running: Vec<usize> = (0..self.members).filter(|&p| self.is_running(p)).collect();
-        Ok(lock(&self.log).report(&running, self.started.elapsed(), self.network.traffic()))
+        let honest: Vec<usize> = (0..self.members)
+            .filter(|&p| self.is_running(p) && !self.spammers.contains(&p))
+            .collect();
+        let spammers: Vec<usize> = self.spammers.clone().collect();
+        Ok(lock(&self.log).report(
+            &honest,
+            &spammers,
+            self.started.elapsed(),
+            self.network.traffic(),
+        ))
     }
 
     /// Stops every node, storing their rooms.
     pub async fn shutdown(mut self) -> Result<(), SimError> {
+        self.hostile.stop();
         for (peer, sim_peer) in self.peers.iter_mut().enumerate() {
             if let Some(node) = sim_peer.node.take() {
                 node.shutdown()

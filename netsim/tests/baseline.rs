@@ -1,0 +1,47 @@
+//! The raw-gossipsub baseline plays the same schedule after Grapevine, and the report holds both
+//! sides and their ratios.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use grapevine_netsim::{Baseline, Scenario, runner};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baseline_runs_the_same_schedule_and_both_sides_are_reported() -> Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/steady.toml");
+    let mut scenario = Scenario::load(&path)?;
+    scenario.peers = 8;
+    scenario.duration = Duration::from_secs(4);
+    scenario.settle = Duration::from_secs(20);
+    scenario.baseline = Some(Baseline::RawGossipsub);
+    let report = runner::run(&scenario, &|_| {}).await?;
+    let baseline = report.baseline.as_ref().context("a baseline report")?;
+    let ratios = report.ratios.context("ratios")?;
+    println!(
+        "seed {}\ngrapevine:\n{}\nbaseline:\n{}\n{ratios:?}",
+        report.seed, report.delivery, baseline.delivery
+    );
+    ensure!(report.delivery.published > 0);
+    ensure!(
+        baseline.delivery.published == report.delivery.published,
+        "the same number of messages on both sides"
+    );
+    ensure!(
+        baseline.delivery.latency_per_delivery.count > 0,
+        "the baseline delivered"
+    );
+    ensure!(
+        baseline.notes.iter().any(|n| n.contains("dials")),
+        "the bootstrap topology's replacement is said: {:?}",
+        baseline.notes
+    );
+    ensure!(ratios.latency_per_delivery_p50.is_some());
+    ensure!(ratios.latency_per_delivery_p99.is_some());
+    ensure!(ratios.bytes_per_delivery.is_some());
+    ensure!(ratios.cpu_per_delivery.is_some());
+    let json = serde_json::to_value(&report)?;
+    ensure!(json["baseline"]["delivery"]["published"].is_number());
+    ensure!(json["ratios"]["bytes_per_delivery"].is_number());
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! Hostile peers cost honest ones little: under forgers and silent peers, honest members still
+//! get (nearly) every honest record, and no forged record is ever stored.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use grapevine_netsim::{Scenario, runner};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_members_deliver_and_store_no_forgery_among_forgers_and_silent_peers() -> Result<()>
+{
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/forgers.toml");
+    let mut scenario = Scenario::load(&path)?;
+    scenario.peers = 16;
+    scenario.duration = Duration::from_secs(8);
+    scenario.settle = Duration::from_secs(30);
+    scenario.check().map_err(anyhow::Error::msg)?;
+    let report = runner::run(&scenario, &|_| {}).await?;
+    println!("seed {}\n{}", report.seed, report.delivery);
+    let hostile = report.hostile.context("the scenario has hostile peers")?;
+    println!("{hostile:?}");
+    ensure!(hostile.forgers > 0 && hostile.silent > 0, "{hostile:?}");
+    ensure!(
+        hostile.silent_mesh_links > 0,
+        "the silent peers sat in meshes: {hostile:?}"
+    );
+    ensure!(
+        hostile.forged_sent > 0 && hostile.invalid_sent > 0,
+        "the forgers reached the room: {hostile:?}"
+    );
+    ensure!(
+        hostile.forged_stored == 0,
+        "no forged record is stored anywhere: {hostile:?}"
+    );
+    ensure!(report.delivery.published > 0);
+    ensure!(
+        report.delivery.delivery_ratio >= 0.99,
+        "honest delivery (seed {}): {}",
+        report.seed,
+        report.delivery
+    );
+    Ok(())
+}
