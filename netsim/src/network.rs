@@ -36,6 +36,9 @@ const PIPE_WINDOW: usize = 64;
 /// Connections waiting to be accepted by one listener.
 const ACCEPT_BACKLOG: usize = 64;
 
+/// Bytes written into a pipe, with when they were written.
+type Chunk = (Instant, Vec<u8>);
+
 /// The faults of one link (both directions).
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LinkFaults {
@@ -247,14 +250,14 @@ impl SimNetwork {
     }
 
     /// One direction of a connection: chunks written at `from` reach `to` through the link.
-    fn pipe(&self, from: usize, to: usize) -> (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
-        let (input, mut chunks) = mpsc::channel::<Vec<u8>>(PIPE_WINDOW);
+    fn pipe(&self, from: usize, to: usize) -> (mpsc::Sender<Chunk>, mpsc::Receiver<Vec<u8>>) {
+        let (input, mut chunks) = mpsc::channel::<Chunk>(PIPE_WINDOW);
         let (mut output, delivered) = mpsc::channel::<Vec<u8>>(PIPE_WINDOW);
         let network = self.clone();
         tokio::spawn(async move {
             let mut changes = network.changes.subscribe();
             let mut last_due = Instant::now();
-            while let Some(chunk) = chunks.next().await {
+            while let Some((written_at, chunk)) = chunks.next().await {
                 // Wait while the link is held; stop when it is cut.
                 let delay = loop {
                     {
@@ -278,7 +281,8 @@ impl SimNetwork {
                         return;
                     }
                 };
-                let due = (Instant::now() + delay).max(last_due);
+                // Each chunk leaves when written plus its delay, never before the one ahead of it.
+                let due = (written_at + delay).max(last_due);
                 last_due = due;
                 let sleep = tokio::time::sleep_until(due).fuse();
                 futures::pin_mut!(sleep);
@@ -313,7 +317,7 @@ pub enum SimError {
 
 /// One end of a simulated connection.
 pub struct SimStream {
-    writer: mpsc::Sender<Vec<u8>>,
+    writer: mpsc::Sender<Chunk>,
     reader: mpsc::Receiver<Vec<u8>>,
     /// Bytes received but not read yet.
     pending: Vec<u8>,
@@ -352,7 +356,9 @@ impl AsyncWrite for SimStream {
             Poll::Ready(Err(_)) => return Poll::Ready(Err(broken())),
             Poll::Pending => return Poll::Pending,
         }
-        self.writer.start_send(buf.to_vec()).map_err(|_| broken())?;
+        self.writer
+            .start_send((Instant::now(), buf.to_vec()))
+            .map_err(|_| broken())?;
         Poll::Ready(Ok(buf.len()))
     }
 
