@@ -54,6 +54,12 @@ enum Role {
     Responder,
 }
 
+/// The first wait before looking a room short of members up again: members who join at about
+/// the same time find each other within seconds, not at the next full interval.
+const FIRST_LOOKUP_BACKOFF: Duration = Duration::from_secs(2);
+/// How often rooms are checked for a due lookup.
+const LOOKUP_CHECK: Duration = Duration::from_secs(1);
+
 /// Members of a room remembered after they disconnect, for anti-entropy. Enough that, after a
 /// partition heals, a random pick often lands on the other side; few enough to cost nothing.
 const REMEMBERED_MEMBERS: usize = 64;
@@ -65,6 +71,11 @@ struct Joined {
     topic: gossipsub::TopicHash,
     /// Peers seen subscribed to the room, most recent last, connected or not.
     remembered: VecDeque<PeerId>,
+    /// While the room is short of members: the wait before the next lookup, doubled after
+    /// each up to [`Config::room_lookup_interval`]…
+    lookup_backoff: Duration,
+    /// …and when that lookup is due.
+    next_lookup: Instant,
 }
 
 impl Joined {
@@ -111,6 +122,8 @@ pub(crate) struct EventLoop {
     sync_timer: Interval,
     /// Kademlia lookup and announcement, at each tick, of every joined room short of members.
     room_lookup_timer: Interval,
+    /// The longest wait between two lookups of a room short of members.
+    room_lookup_interval: Duration,
     /// Closing of connections outside the room meshes at each tick.
     prune_timer: Interval,
     /// Listen addresses are advertised as external addresses (see [`Config::reachable`]).
@@ -170,7 +183,8 @@ impl EventLoop {
     ) -> Self {
         let mut sync_timer = tokio::time::interval(config.sync_interval);
         sync_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut room_lookup_timer = tokio::time::interval(config.room_lookup_interval);
+        let mut room_lookup_timer =
+            tokio::time::interval(config.room_lookup_interval.min(LOOKUP_CHECK));
         room_lookup_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let prune_interval = (config.idle_connection_timeout / PRUNE_CHECKS_PER_IDLE_TIMEOUT)
             .max(MIN_PRUNE_INTERVAL);
@@ -193,6 +207,7 @@ impl EventLoop {
             events,
             sync_timer,
             room_lookup_timer,
+            room_lookup_interval: config.room_lookup_interval,
             prune_timer,
             reachable: config.reachable,
             nat: nat::Nat::new(&config.bootstrap),
@@ -456,6 +471,8 @@ impl EventLoop {
                 room,
                 topic: hash.clone(),
                 remembered: VecDeque::new(),
+                lookup_backoff: FIRST_LOOKUP_BACKOFF,
+                next_lookup: Instant::now() + FIRST_LOOKUP_BACKOFF,
             },
         );
         for peer in self.room_members(&hash) {

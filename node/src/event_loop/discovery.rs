@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use std::time::Instant;
+
 use grapevine_crdt::RoomId;
 use libp2p::identify;
 use libp2p::kad::{self, GetProvidersOk, QueryResult};
@@ -10,7 +12,7 @@ use libp2p::mdns;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
-use super::EventLoop;
+use super::{EventLoop, FIRST_LOOKUP_BACKOFF};
 use crate::behaviour::{KAD_PROTOCOL, MESH_N, MESH_N_LOW, room_provider_key};
 
 impl EventLoop {
@@ -32,8 +34,30 @@ impl EventLoop {
             .stop_providing(&room_provider_key(room));
     }
 
+    /// Looks up each room short of members whose lookup is due, backing off from
+    /// `FIRST_LOOKUP_BACKOFF` to the room lookup interval; a room with enough members needs
+    /// none, and starts from the short wait again if it runs short later.
     pub(super) fn handle_room_lookup_tick(&mut self) {
-        self.discover_lonely_rooms();
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (&room, joined) in &self.rooms {
+            let lonely = self.room_members(&joined.topic).len() < MESH_N_LOW;
+            due.push((room, lonely && now >= joined.next_lookup, lonely));
+        }
+        for (room, look_up, lonely) in due {
+            let max = self.room_lookup_interval;
+            let Some(joined) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            if !lonely {
+                joined.lookup_backoff = FIRST_LOOKUP_BACKOFF.min(max);
+                joined.next_lookup = now + joined.lookup_backoff;
+            } else if look_up {
+                joined.lookup_backoff = (joined.lookup_backoff * 2).min(max);
+                joined.next_lookup = now + joined.lookup_backoff;
+                self.discover_room(room);
+            }
+        }
     }
 
     /// Looks up (and announces again) the rooms with fewer connected members than
