@@ -138,6 +138,13 @@ fn print_report(report: &RunReport) {
         "memory: peak {:.0} MiB, {:.2} MiB per peer",
         usage.peak_rss_mib, usage.rss_per_peer_mib
     );
+    if !report.isolated.is_empty() {
+        println!(
+            "{} members saw no other room member at the end: {:?}",
+            report.isolated.len(),
+            report.isolated
+        );
+    }
     if report.late_steps > 0 {
         println!(
             "{} steps ran late (worst {:.0} ms): the process could not keep up",

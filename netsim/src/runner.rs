@@ -37,6 +37,8 @@ pub struct RunReport {
     pub final_convergence_s: Option<f64>,
     /// CPU and memory of the whole process.
     pub usage: Usage,
+    /// Running members that saw no other room member at the end: cut off from the room.
+    pub isolated: Vec<usize>,
     /// Steps that ran late (the process could not keep up), and the worst delay in ms.
     pub late_steps: usize,
     /// The worst delay of a step, in ms.
@@ -131,6 +133,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
     let mut delivery = sim.report().await?;
     delivery.convergence = final_convergence;
     let usage = Usage::now().since(&before, scenario.peers, delivery_count(&delivery));
+    let isolated = isolated(&sim, in_room);
     sim.shutdown().await?;
     let mut report = RunReport {
         scenario: scenario.name.clone(),
@@ -141,6 +144,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         convergence_after_faults,
         final_convergence_s: final_convergence.map(|d| d.as_secs_f64()),
         usage,
+        isolated,
         late_steps,
         worst_step_delay_ms: worst_delay.as_secs_f64() * 1000.0,
         hostile,
@@ -183,6 +187,14 @@ async fn play(sim: &mut Sim, step: Step, size: usize) -> Result<(), SimError> {
         Step::Join(peer) => sim.join(peer).await?,
     }
     Ok(())
+}
+
+/// Running members (of the first `in_room`) that see no other room member.
+fn isolated(sim: &Sim, in_room: usize) -> Vec<usize> {
+    let counts = sim.room_peer_counts();
+    (0..in_room)
+        .filter(|&p| sim.is_running(p) && counts.get(&p).is_none_or(|&c| c == 0))
+        .collect()
 }
 
 /// Whether every running member sees enough room members for a gossipsub mesh.
