@@ -15,7 +15,7 @@ use libp2p::kad;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{PeerId, Swarm};
+use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::mpsc;
 use tokio::time::Interval;
 
@@ -57,7 +57,10 @@ enum Role {
 /// The first wait before looking a room short of members up again: members who join at about
 /// the same time find each other within seconds, not at the next full interval.
 const FIRST_LOOKUP_BACKOFF: Duration = Duration::from_secs(2);
-/// How often rooms are checked for a due lookup.
+/// Peers found on the local network kept for redialling: a LAN has few peers, and a flood of
+/// mDNS answers must not grow the node.
+const MAX_LAN_PEERS: usize = 256;
+/// How often rooms are checked for a due lookup (and LAN peers redialled).
 const LOOKUP_CHECK: Duration = Duration::from_secs(1);
 
 /// Members of a room remembered after they disconnect, for anti-entropy. Enough that, after a
@@ -163,6 +166,8 @@ pub(crate) struct EventLoop {
     unflushed_since: Option<Instant>,
     /// Bad sync messages per connected peer, which set its gossipsub application score.
     sync_faults: HashMap<PeerId, u32>,
+    /// Peers found by mDNS and not expired, with their addresses.
+    lan_peers: HashMap<PeerId, Vec<Multiaddr>>,
     /// Each joined room's connected members, as last reported.
     room_peers: HashMap<RoomId, Vec<PeerId>>,
     /// Each connected peer's remaining budget of sync requests.
@@ -231,6 +236,7 @@ impl EventLoop {
             sync_faults: HashMap::new(),
             sync_budgets: HashMap::new(),
             room_peers: HashMap::new(),
+            lan_peers: HashMap::new(),
             sync_exchange_rate: config.limits.sync_exchanges_per_peer,
             sync_request_rate: config.limits.sync_requests_per_peer,
             dropped_events: 0,

@@ -40,6 +40,28 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// How long a fresh veth pair may take to come up.
+const CARRIER_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Waits (bounded) until `link` in namespace `ns` is up with a carrier.
+fn wait_for_carrier(ns: &str, link: &str) -> Result<()> {
+    let deadline = Instant::now() + CARRIER_DEADLINE;
+    loop {
+        let output = Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show", "dev", link])
+            .output()
+            .context("running ip (iproute2)")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        if text.contains("LOWER_UP") && text.contains("state UP") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{link} in {ns} did not come up: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Two namespaces joined by a veth pair on 10.213.0.0/24; removed (with the pair) when dropped.
 struct Lan {
     namespaces: [String; 2],
@@ -65,6 +87,10 @@ impl Lan {
             ip(&["-n", ns, "addr", "add", &addr, "dev", link])?;
             ip(&["-n", ns, "link", "set", link, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        // Multicast sent before both ends of the pair are up is lost: wait for the carrier.
+        for (ns, link) in lan.namespaces.iter().zip(&links) {
+            wait_for_carrier(ns, link)?;
         }
         Ok(lan)
     }
@@ -137,6 +163,11 @@ async fn mdns_peer() -> Result<()> {
     let role = std::env::var(ROLE_VAR)
         .context("only two_peers_on_a_lan_find_each_other_by_mdns runs this, in a namespace")?;
     let dir = std::env::var(DIR_VAR).context("no data directory given")?;
+    // RUST_LOG shows what the peer did, for a failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let config = Config {
         mdns: true,
         listen_addrs: vec!["/ip4/0.0.0.0/tcp/0".parse()?],
@@ -145,7 +176,7 @@ async fn mdns_peer() -> Result<()> {
     let (node, _events) = Node::spawn(config).await?;
     node.join(ROOM).await?;
     node.post(ROOM, &format!("hello from peer {role}")).await?;
-    tokio::time::timeout(PEER_DEADLINE, async {
+    let arrived = tokio::time::timeout(PEER_DEADLINE, async {
         loop {
             if node.view(ROOM).await?.messages.len() == 2 {
                 return anyhow::Ok(());
@@ -153,8 +184,14 @@ async fn mdns_peer() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
-    .await
-    .context("the other peer's greeting never arrived")??;
+    .await;
+    if arrived.is_err() {
+        bail!(
+            "the other peer's greeting never arrived (connected peers: {:?})",
+            node.peers().await?
+        );
+    }
+    arrived??;
     tokio::time::sleep(LINGER).await;
     node.shutdown().await?;
     Ok(())

@@ -12,7 +12,7 @@ use libp2p::mdns;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
-use super::{EventLoop, FIRST_LOOKUP_BACKOFF};
+use super::{EventLoop, FIRST_LOOKUP_BACKOFF, MAX_LAN_PEERS};
 use crate::behaviour::{KAD_PROTOCOL, MESH_N, MESH_N_LOW, room_provider_key};
 
 impl EventLoop {
@@ -38,6 +38,7 @@ impl EventLoop {
     /// `FIRST_LOOKUP_BACKOFF` to the room lookup interval; a room with enough members needs
     /// none, and starts from the short wait again if it runs short later.
     pub(super) fn handle_room_lookup_tick(&mut self) {
+        self.redial_lan_peers();
         let now = Instant::now();
         let mut due = Vec::new();
         for (&room, joined) in &self.rooms {
@@ -142,10 +143,52 @@ impl EventLoop {
     }
 
     pub(super) fn handle_mdns(&mut self, event: mdns::Event) {
-        if let mdns::Event::Discovered(found) = event {
-            for (peer, addr) in found {
-                self.dial_member(peer, vec![addr]);
+        match event {
+            mdns::Event::Discovered(found) => {
+                let mut new = HashSet::new();
+                for (peer, addr) in found {
+                    if !self.lan_peers.contains_key(&peer) && self.lan_peers.len() >= MAX_LAN_PEERS
+                    {
+                        continue;
+                    }
+                    let addresses = self.lan_peers.entry(peer).or_default();
+                    if !addresses.contains(&addr) {
+                        addresses.push(addr);
+                    }
+                    new.insert(peer);
+                }
+                for peer in new {
+                    self.dial_lan_peer(peer);
+                }
             }
+            mdns::Event::Expired(gone) => {
+                for (peer, addr) in gone {
+                    if let Some(addresses) = self.lan_peers.get_mut(&peer) {
+                        addresses.retain(|a| *a != addr);
+                        if addresses.is_empty() {
+                            self.lan_peers.remove(&peer);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dials every peer on the local network that is not connected: a dial can fail when two
+    /// peers that found each other at the same instant dial each other at once (a TCP
+    /// simultaneous open), and mDNS reports a peer only once until it expires.
+    pub(super) fn redial_lan_peers(&mut self) {
+        let peers: Vec<PeerId> = self.lan_peers.keys().copied().collect();
+        for peer in peers {
+            self.dial_lan_peer(peer);
+        }
+    }
+
+    /// One dial to a peer found by mDNS, at all its addresses: separate dials would be refused
+    /// while the first (perhaps at an address that does not answer) is pending.
+    fn dial_lan_peer(&mut self, peer: PeerId) {
+        if let Some(addresses) = self.lan_peers.get(&peer).cloned() {
+            self.dial_member(peer, addresses);
         }
     }
 
