@@ -141,6 +141,12 @@ pub(crate) struct EventLoop {
     routing_contacts: usize,
     /// The peers named in [`Config::bootstrap`]: kept first among routing contacts.
     bootstrap_peers: HashSet<PeerId>,
+    /// The bootstrap addresses, dialled again while none of them is connected.
+    bootstrap_addrs: Vec<Multiaddr>,
+    /// The wait before the next redial of the bootstrap peers, doubled after each…
+    bootstrap_backoff: Duration,
+    /// …and when it is due.
+    next_bootstrap_dial: Instant,
     /// When the first connection to each connected peer opened.
     connected_since: HashMap<PeerId, Instant>,
     /// Room members dialled so far by each running provider lookup.
@@ -220,6 +226,9 @@ impl EventLoop {
             idle_connection_timeout: config.idle_connection_timeout,
             routing_contacts: config.limits.routing_contacts as usize,
             bootstrap_peers,
+            bootstrap_addrs: config.bootstrap.clone(),
+            bootstrap_backoff: FIRST_LOOKUP_BACKOFF,
+            next_bootstrap_dial: Instant::now() + FIRST_LOOKUP_BACKOFF,
             connected_since: HashMap::new(),
             provider_dials: HashMap::new(),
             rooms: HashMap::new(),

@@ -39,6 +39,7 @@ impl EventLoop {
     /// none, and starts from the short wait again if it runs short later.
     pub(super) fn handle_room_lookup_tick(&mut self) {
         self.redial_lan_peers();
+        self.redial_bootstrap();
         let now = Instant::now();
         let mut due = Vec::new();
         for (&room, joined) in &self.rooms {
@@ -170,6 +171,35 @@ impl EventLoop {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Dials the bootstrap peers again while none of them is connected (a first dial can be
+    /// refused by a busy bootstrap node, or fail while the network is down), backing off from
+    /// `FIRST_LOOKUP_BACKOFF` to the room lookup interval; a connection resets the wait.
+    fn redial_bootstrap(&mut self) {
+        let connected = if self.bootstrap_peers.is_empty() {
+            self.swarm.connected_peers().next().is_some()
+        } else {
+            self.bootstrap_peers
+                .iter()
+                .any(|p| self.swarm.is_connected(p))
+        };
+        let now = Instant::now();
+        if connected || self.bootstrap_addrs.is_empty() {
+            self.bootstrap_backoff = FIRST_LOOKUP_BACKOFF;
+            self.next_bootstrap_dial = now + FIRST_LOOKUP_BACKOFF;
+            return;
+        }
+        if now < self.next_bootstrap_dial {
+            return;
+        }
+        self.bootstrap_backoff = (self.bootstrap_backoff * 2).min(self.room_lookup_interval);
+        self.next_bootstrap_dial = now + self.bootstrap_backoff;
+        for addr in self.bootstrap_addrs.clone() {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "redialling a bootstrap peer failed");
             }
         }
     }
