@@ -20,7 +20,7 @@ use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Transport as _, gossipsub, noise, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, Transport as _, gossipsub, noise, yamux};
 use sha2::{Digest, Sha256};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -80,6 +80,20 @@ fn spawn_hostile_peer(
         }
     });
     Ok((peer, task))
+}
+
+/// A bare peer on the memory transport that speaks only `/grapevine/sync/1`.
+fn raw_sync_peer() -> Result<Swarm<request_response::Behaviour<SyncCodec>>> {
+    Ok(libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(memory_transport)?
+        .with_behaviour(|_| {
+            request_response::Behaviour::<SyncCodec>::new(
+                [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default(),
+            )
+        })?
+        .build())
 }
 
 /// Re-encodes a change after `edit` alters its decoded form: how a hostile peer crafts changes
@@ -205,16 +219,7 @@ async fn a_bad_sync_message_is_refused_and_sync_keeps_working() -> Result<()> {
         a.post("lobby", &format!("message {i}")).await?;
     }
 
-    let mut hostile = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_other_transport(memory_transport)?
-        .with_behaviour(|_| {
-            request_response::Behaviour::<SyncCodec>::new(
-                [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default(),
-            )
-        })?
-        .build();
+    let mut hostile = raw_sync_peer()?;
     let hostile_id = *hostile.local_peer_id();
     hostile.dial(a.listen_addrs().await?.remove(0))?;
     let request = SyncRequest {
@@ -267,16 +272,7 @@ async fn a_peer_flooding_sync_requests_is_answered_only_within_its_budget() -> R
     a.join("lobby").await?;
     a.post("lobby", "worth asking for").await?;
 
-    let mut flooder = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_other_transport(memory_transport)?
-        .with_behaviour(|_| {
-            request_response::Behaviour::<SyncCodec>::new(
-                [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default(),
-            )
-        })?
-        .build();
+    let mut flooder = raw_sync_peer()?;
     let flooder_id = *flooder.local_peer_id();
     flooder.dial(a.listen_addrs().await?.remove(0))?;
     // Each request starts a fresh exchange, asking for the whole history again.
