@@ -47,6 +47,10 @@ enum Command {
         /// Also write the report as JSON to this file
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Keep the peers' stores under this directory (on disk, with real fsyncs) instead of
+        /// memory-backed tmpfs
+        #[arg(long, value_name = "DIR")]
+        store_dir: Option<PathBuf>,
         /// No progress bar
         #[arg(long)]
         quiet: bool,
@@ -62,6 +66,7 @@ fn main() -> Result<()> {
         baseline,
         no_hostile,
         json,
+        store_dir,
         quiet,
     } = Cli::parse().command;
     let mut scenario = Scenario::load(&scenario)?;
@@ -76,6 +81,9 @@ fn main() -> Result<()> {
     }
     if baseline.is_some() {
         scenario.baseline = baseline;
+    }
+    if store_dir.is_some() {
+        scenario.store_dir = store_dir;
     }
     if no_hostile {
         scenario.hostile = Hostile::default();

@@ -58,16 +58,18 @@ pub type Progress<'a> = &'a (dyn Fn(Duration) + Sync);
 /// advances (the baseline's after the scenario's `duration`).
 pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunReport, SimError> {
     let before: Reading = Usage::now();
-    let mut sim = Sim::builder()
+    let mut builder = Sim::builder()
         .peers(scenario.peers)
         .seed(scenario.seed)
         .topology(scenario.topology.clone())
         .link_faults(scenario.link)
         .sync_interval(scenario.sync_interval)
         .late_joiners(scenario.late_joiners)
-        .hostile(scenario.hostile)
-        .build()
-        .await?;
+        .hostile(scenario.hostile);
+    if let Some(dir) = &scenario.store_dir {
+        builder = builder.dir(dir.clone());
+    }
+    let mut sim = builder.build().await?;
     if scenario.preload > 0 {
         sim.preload(0, scenario.preload, scenario.traffic.size)
             .await?;

@@ -71,6 +71,10 @@ pub struct Scenario {
     /// Faults and membership changes over time.
     #[serde(default)]
     pub faults: Vec<TimedFault>,
+    /// Where the peers' stores go; memory-backed tmpfs by default (see [`crate::SimBuilder::dir`]),
+    /// a directory on disk to measure with real fsyncs.
+    #[serde(default)]
+    pub store_dir: Option<std::path::PathBuf>,
     /// How long to wait for convergence after the traffic stops.
     #[serde(default = "default_settle", with = "humantime_serde")]
     pub settle: Duration,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +38,8 @@ pub(crate) fn peer_addr(i: usize) -> Multiaddr {
 const SETTLE_STEP: Duration = Duration::from_millis(50);
 /// …or after this many steps at most.
 const SETTLE_ROUNDS: usize = 40;
+/// Where peers' stores go by default: memory-backed on Linux.
+const MEMORY_BACKED_DIR: &str = "/dev/shm";
 /// How often [`Sim::wait_converged`] compares heads.
 const CONVERGENCE_POLL: Duration = Duration::from_millis(100);
 
@@ -224,7 +226,15 @@ impl SimBuilder {
 
     /// Starts every node, connects them as the topology says and joins them to [`ROOM`].
     pub async fn build(self) -> Result<Sim, SimError> {
-        let temp = tempfile::tempdir()?;
+        // The simulation measures the network: 50–500 nodes fsyncing on one disk would measure
+        // the disk (and stall the runtime's workers), so stores go to memory-backed tmpfs when
+        // the machine has one. [`SimBuilder::dir`] puts them anywhere else, on disk too.
+        let shm = Path::new(MEMORY_BACKED_DIR);
+        let temp = if shm.is_dir() {
+            tempfile::tempdir_in(shm).or_else(|_| tempfile::tempdir())?
+        } else {
+            tempfile::tempdir()?
+        };
         let root = self
             .dir
             .clone()
