@@ -168,7 +168,10 @@ impl Default for RelayLimits {
 pub struct Limits {
     /// Most established connections to one peer.
     pub max_established_per_peer: u32,
-    /// Most established incoming connections.
+    /// Most established incoming connections. Above seven eighths of it (or of
+    /// [`Limits::max_established`]) the node closes its least useful connections, past a few
+    /// seconds' grace, so a member who joins later is not refused: strangers first, then room
+    /// members outside its meshes, then peers of meshes larger than gossipsub's lower bound.
     pub max_established_incoming: u32,
     /// Most established outgoing connections.
     pub max_established_outgoing: u32,

@@ -106,6 +106,15 @@ struct SyncBudget {
     throttled: bool,
 }
 
+/// One established connection.
+struct OpenConnection {
+    peer: PeerId,
+    info: PeerConnection,
+    /// The peer dialled this node.
+    inbound: bool,
+    since: Instant,
+}
+
 /// An exchange this node started and is waiting on.
 struct Exchange {
     peer: PeerId,
@@ -133,8 +142,15 @@ pub(crate) struct EventLoop {
     reachable: bool,
     /// Reachability and relay reservations.
     nat: nat::Nat,
-    /// Every open connection, so the program can tell direct peers from relayed ones.
-    connections: HashMap<ConnectionId, (PeerId, PeerConnection)>,
+    /// Every open connection: what the program is told about it, which way it was opened and
+    /// when, for pruning and for making room.
+    connections: HashMap<ConnectionId, OpenConnection>,
+    /// Above this many established connections, or [`EventLoop::incoming_trim_above`] incoming
+    /// ones, the node closes its least useful connections so a newcomer is never refused.
+    trim_above: usize,
+    incoming_trim_above: usize,
+    /// Peers whose connections this node is closing to make room, until they are gone.
+    closing: HashSet<PeerId>,
     /// Connections younger than this are never pruned.
     idle_connection_timeout: Duration,
     /// Peers outside every room mesh kept connected (see [`crate::Limits::routing_contacts`]).
@@ -147,8 +163,6 @@ pub(crate) struct EventLoop {
     bootstrap_backoff: Duration,
     /// …and when it is due.
     next_bootstrap_dial: Instant,
-    /// When the first connection to each connected peer opened.
-    connected_since: HashMap<PeerId, Instant>,
     /// Room members dialled so far by each running provider lookup.
     provider_dials: HashMap<kad::QueryId, usize>,
     rooms: HashMap<RoomId, Joined>,
@@ -223,13 +237,17 @@ impl EventLoop {
             reachable: config.reachable,
             nat: nat::Nat::new(&config.bootstrap),
             connections: HashMap::new(),
+            closing: HashSet::new(),
+            trim_above: connections::trim_threshold(config.limits.max_established),
+            incoming_trim_above: connections::trim_threshold(
+                config.limits.max_established_incoming,
+            ),
             idle_connection_timeout: config.idle_connection_timeout,
             routing_contacts: config.limits.routing_contacts as usize,
             bootstrap_peers,
             bootstrap_addrs: config.bootstrap.clone(),
             bootstrap_backoff: FIRST_LOOKUP_BACKOFF,
             next_bootstrap_dial: Instant::now() + FIRST_LOOKUP_BACKOFF,
-            connected_since: HashMap::new(),
             provider_dials: HashMap::new(),
             rooms: HashMap::new(),
             topics: HashMap::new(),
@@ -270,7 +288,10 @@ impl EventLoop {
                 },
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = self.sync_timer.tick() => self.handle_sync_tick(),
-                _ = self.room_lookup_timer.tick() => self.handle_room_lookup_tick(),
+                _ = self.room_lookup_timer.tick() => {
+                    self.make_room_for_newcomers();
+                    self.handle_room_lookup_tick();
+                }
                 _ = self.prune_timer.tick() => self.handle_prune_tick(),
                 // Only once the swarm has nothing more ready: gossip arriving together is
                 // applied together.
@@ -372,8 +393,8 @@ impl EventLoop {
                 let connections = self
                     .connections
                     .values()
-                    .filter(|(p, _)| *p == peer)
-                    .map(|(_, c)| c.clone())
+                    .filter(|c| c.peer == peer)
+                    .map(|c| c.info.clone())
                     .collect();
                 let _ = reply.send(Ok(connections));
             }
@@ -623,15 +644,23 @@ impl EventLoop {
             remote_addr: endpoint.get_remote_address().clone(),
             relayed: endpoint.is_relayed(),
         };
-        self.connections.insert(connection, (peer, info));
+        self.connections.insert(
+            connection,
+            OpenConnection {
+                peer,
+                info,
+                inbound: !endpoint.is_dialer(),
+                since: Instant::now(),
+            },
+        );
         if established == 1 {
-            self.connected_since.insert(peer, Instant::now());
             self.emit(NodeEvent::PeerConnected(peer));
         }
+        self.make_room_for_newcomers();
     }
 
     fn handle_peer_gone(&mut self, peer: PeerId) {
-        self.connected_since.remove(&peer);
+        self.closing.remove(&peer);
         self.nat.forget_peer(&peer);
         self.sync_faults.remove(&peer);
         self.sync_budgets.remove(&peer);

@@ -25,9 +25,33 @@ const MEMBER_MAX_CONNECTIONS: u32 = 8;
 /// A bootstrap node that serves the DHT and is not in the room, and members that know only it.
 struct Network {
     bootstrap: NodeHandle,
+    bootstrap_addr: Multiaddr,
     members: Vec<NodeHandle>,
+    tune: fn(Config) -> Config,
+    transport: Transport,
     _dirs: Vec<TempDir>,
     _events: Vec<mpsc::Receiver<NodeEvent>>,
+}
+
+impl Network {
+    /// Starts a member that knows only the bootstrap node and joins the room.
+    async fn add_member(&mut self) -> Result<NodeHandle> {
+        let dir = tempfile::tempdir()?;
+        let config = Config {
+            bootstrap: vec![self.bootstrap_addr.clone()],
+            limits: Limits {
+                max_established: MEMBER_MAX_CONNECTIONS,
+                ..Limits::default()
+            },
+            ..server_config(&dir, self.transport)
+        };
+        let (member, rx) = Node::spawn((self.tune)(config)).await?;
+        member.join(ROOM).await?;
+        self.members.push(member.clone());
+        self._dirs.push(dir);
+        self._events.push(rx);
+        Ok(member)
+    }
 }
 
 /// Kademlia server mode set explicitly: on loopback, auto mode would stay a client.
@@ -46,41 +70,28 @@ fn as_is(config: Config) -> Config {
 
 /// Starts a bootstrap node and `size` members; `tune` adjusts every node's config last.
 async fn network(transport: Transport, size: usize, tune: fn(Config) -> Config) -> Result<Network> {
-    let mut dirs = Vec::new();
-    let mut events = Vec::new();
-    dirs.push(tempfile::tempdir()?);
-    let (bootstrap, rx) = Node::spawn(tune(server_config(&dirs[0], transport))).await?;
-    events.push(rx);
-    let addr: Multiaddr = bootstrap
+    let dir = tempfile::tempdir()?;
+    let (bootstrap, rx) = Node::spawn(tune(server_config(&dir, transport))).await?;
+    let bootstrap_addr: Multiaddr = bootstrap
         .listen_addrs()
         .await?
         .into_iter()
         .next()
         .context("no listen address")?
         .with(Protocol::P2p(bootstrap.peer_id()));
-    let mut members = Vec::new();
-    for _ in 0..size {
-        let dir = tempfile::tempdir()?;
-        let config = Config {
-            bootstrap: vec![addr.clone()],
-            limits: Limits {
-                max_established: MEMBER_MAX_CONNECTIONS,
-                ..Limits::default()
-            },
-            ..server_config(&dir, transport)
-        };
-        let (member, rx) = Node::spawn(tune(config)).await?;
-        member.join(ROOM).await?;
-        members.push(member);
-        dirs.push(dir);
-        events.push(rx);
-    }
-    Ok(Network {
+    let mut network = Network {
         bootstrap,
-        members,
-        _dirs: dirs,
-        _events: events,
-    })
+        bootstrap_addr,
+        members: Vec::new(),
+        tune,
+        transport,
+        _dirs: vec![dir],
+        _events: vec![rx],
+    };
+    for _ in 0..size {
+        network.add_member().await?;
+    }
+    Ok(network)
 }
 
 /// Up to three members post; waits until every member sees every message.
@@ -119,6 +130,63 @@ async fn ten_peers_knowing_only_a_bootstrap_node_all_receive_every_message() -> 
     assert!(
         network.bootstrap.rooms().await?.is_empty(),
         "the bootstrap node is not in the room, so members reached each other directly"
+    );
+    shutdown(network).await
+}
+
+/// Members of the latecomer test: more of them than a member may have connections, but room
+/// enough for a mesh (`MESH_N` peers), the bootstrap node and a spare.
+const CROWDED_MEMBERS: usize = 14;
+const CROWDED_MAX_CONNECTIONS: u32 = 10;
+
+fn crowded_config(config: Config) -> Config {
+    if config.bootstrap.is_empty() {
+        return config;
+    }
+    Config {
+        limits: Limits {
+            max_established: CROWDED_MAX_CONNECTIONS,
+            ..config.limits
+        },
+        ..config
+    }
+}
+
+/// Discovery connects every member to most others (each lookup walks the DHT, and every member
+/// serves it), so members reach their connection limit; they must still let a latecomer in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_near_their_connection_limit_make_room_for_a_latecomer() -> Result<()> {
+    let mut network = network(Transport::Memory, CROWDED_MEMBERS, crowded_config).await?;
+    exchange_messages(&network).await?;
+    // An eighth of the limit (here one connection) is made free once the connections are past
+    // their grace period. Lookups by members short of peers take it again for a while, so each
+    // member need only be seen with it free once.
+    let kept_free = CROWDED_MAX_CONNECTIONS - 1;
+    let members = network.members.clone();
+    let mut made_room = vec![false; members.len()];
+    let deadline = Instant::now() + common::WAIT;
+    while !made_room.iter().all(|&made| made) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "members seen below their limit (the others never were): {made_room:?}"
+        );
+        for (member, made) in members.iter().zip(&mut made_room) {
+            *made |= member.connections().await? <= kept_free;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let latecomer = network.add_member().await?;
+    common::wait_for_messages(&latecomer, ROOM, PUBLISHERS).await?;
+    latecomer.post(ROOM, "late but here").await?;
+    for member in &network.members {
+        common::wait_for_messages(member, ROOM, PUBLISHERS + 1).await?;
+    }
+    let peers = latecomer.peers().await?;
+    assert!(
+        peers
+            .iter()
+            .any(|p| members.iter().any(|m| m.peer_id() == *p)),
+        "the latecomer is connected to members, not only to the bootstrap node: {peers:?}"
     );
     shutdown(network).await
 }

@@ -208,6 +208,10 @@ impl EventLoop {
     /// peers that found each other at the same instant dial each other at once (a TCP
     /// simultaneous open), and mDNS reports a peer only once until it expires.
     pub(super) fn redial_lan_peers(&mut self) {
+        // A LAN larger than the node's limits: the peers it made room by closing stay closed.
+        if self.near_connection_limit() {
+            return;
+        }
         let peers: Vec<PeerId> = self.lan_peers.keys().copied().collect();
         for peer in peers {
             self.dial_lan_peer(peer);

@@ -17,20 +17,23 @@ use crate::rate_limit::TokenBucket;
 impl EventLoop {
     /// Anti-entropy: syncs each room with one member picked at random among those connected and
     /// those remembered from before. A remembered member is dialled by the sync request, so two
-    /// groups of a room that were split apart find each other again and converge.
+    /// groups of a room that were split apart find each other again and converge; not near the
+    /// connection limit, though, where a new connection would only push another one out.
     pub(super) fn handle_sync_tick(&mut self) {
         let mut rng = rand::rng();
         let mut picks = Vec::new();
+        let dial_remembered = !self.near_connection_limit();
         for (&room, joined) in &self.rooms {
             let mut members = self.room_members(&joined.topic);
-            members.extend(
-                joined
+            if dial_remembered {
+                let remembered: Vec<PeerId> = joined
                     .remembered
                     .iter()
                     .filter(|p| !members.contains(p))
                     .copied()
-                    .collect::<Vec<_>>(),
-            );
+                    .collect();
+                members.extend(remembered);
+            }
             if let Some(&peer) = members.choose(&mut rng) {
                 picks.push((peer, room));
             }
