@@ -101,7 +101,14 @@ async fn exchange_messages(network: &Network) -> Result<()> {
         publisher.post(ROOM, &format!("hello from {i}")).await?;
     }
     for member in &network.members {
-        common::wait_for_messages(member, ROOM, publishers).await?;
+        if let Err(e) = common::wait_for_messages(member, ROOM, publishers).await {
+            let mut state = Vec::new();
+            for member in &network.members {
+                let messages = member.view(ROOM).await?.messages.len();
+                state.push((messages, member.connections().await?));
+            }
+            return Err(e.context(format!("(messages, connections) per member: {state:?}")));
+        }
     }
     Ok(())
 }
