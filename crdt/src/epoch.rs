@@ -3,11 +3,17 @@
 //! with the document it lands in).
 //!
 //! Every epoch document starts with a genesis change that every peer builds identically (an actor
-//! derived from the room and epoch, time zero, one `records` map under the root), so the map has
-//! the same object id everywhere and the validator can check a change's target without local state.
+//! derived from the room and epoch, time zero, a `records` map under the root holding
+//! [`RECORD_BUCKETS`] bucket maps), so every map has the same object id everywhere and the
+//! validator can check a change's target without local state.
+//!
+//! A record goes into the bucket named by its id's first byte. Automerge walks every entry of the
+//! map a change lands in (and copies its value) to apply it, so one map of 5,000 records costs
+//! about 0.5 ms per applied change, against 0.03 ms with the records spread over 64 buckets.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use automerge::legacy::{ObjectId, OpId};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{
     ActorId, Automerge, AutomergeError, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc,
@@ -16,18 +22,34 @@ use automerge::{
 use sha2::{Digest, Sha256};
 
 use crate::identity::Identity;
-use crate::record::{ChangeHashBytes, ChangeHeader, Record, RoomId, SignedRecord};
+use crate::record::{ChangeHashBytes, ChangeHeader, Record, RecordId, RoomId, SignedRecord};
 
-/// The key of the grow-only map of records under each epoch document's root.
+/// The key of the map of record buckets under each epoch document's root.
 const RECORDS_KEY: &str = "records";
+
+/// How many grow-only bucket maps hold an epoch's records: beyond 64, applying a change in a full
+/// epoch costs no less (measured with automerge 0.12: 28 µs with 64 buckets, 28 µs with 256).
+pub(crate) const RECORD_BUCKETS: usize = 64;
 
 /// The deterministic actor of an epoch's genesis change.
 pub(crate) fn genesis_actor(room: &RoomId, epoch: u32) -> ActorId {
     let mut hasher = Sha256::new();
-    hasher.update(b"grapevine/genesis/v1\0");
+    hasher.update(b"grapevine/genesis/v2\0");
     hasher.update(room.0);
     hasher.update(epoch.to_be_bytes());
     ActorId::from(&hasher.finalize()[..16])
+}
+
+/// The bucket a record belongs in.
+pub(crate) fn bucket_of(record: &RecordId) -> usize {
+    usize::from(record.0[0]) % RECORD_BUCKETS
+}
+
+/// The object id of a bucket map, known in advance: the genesis change creates the `records` map
+/// (operation 1) and then the buckets in order (operations 2 onwards).
+pub(crate) fn bucket_object(room: &RoomId, epoch: u32, bucket: usize) -> ObjectId {
+    let counter = 2 + bucket as u64;
+    ObjectId::Id(OpId(counter, genesis_actor(room, epoch)))
 }
 
 /// Why an epoch document could not be built from stored bytes, or a write to it failed.
@@ -72,7 +94,8 @@ impl RestingEpoch {
 /// One epoch's Automerge document and what the room needs to know about it without scanning it.
 pub(crate) struct EpochDoc {
     doc: Automerge,
-    records_map: ObjId,
+    /// The bucket maps, in bucket order.
+    buckets: Vec<ObjId>,
     genesis: ChangeHash,
     record_count: usize,
     record_bytes_total: usize,
@@ -89,13 +112,21 @@ impl EpochDoc {
             Ok(map) => map,
             Err(e) => unreachable!("putting a map into an empty document failed: {e}"),
         };
+        let buckets = (0..RECORD_BUCKETS)
+            .map(|bucket| {
+                match tx.put_object(&records_map, format!("{bucket:02x}"), ObjType::Map) {
+                    Ok(map) => map,
+                    Err(e) => unreachable!("putting a map into a new map failed: {e}"),
+                }
+            })
+            .collect();
         let (genesis, _) = tx.commit_with(CommitOptions::default().with_time(0));
         let Some(genesis) = genesis else {
-            unreachable!("a transaction with one operation made no change")
+            unreachable!("a transaction with operations made no change")
         };
         Self {
             doc,
-            records_map,
+            buckets,
             genesis,
             record_count: 0,
             record_bytes_total: 0,
@@ -218,7 +249,7 @@ impl EpochDoc {
         self.doc.set_actor(actor);
         let mut tx = self.doc.transaction();
         let put = tx.put(
-            &self.records_map,
+            &self.buckets[bucket_of(&signed.id())],
             signed.id().to_string(),
             ScalarValue::Bytes(signed.bytes().to_vec()),
         );
@@ -295,15 +326,17 @@ impl EpochDoc {
         self.record_bytes_total += signed_len;
     }
 
-    /// Every record's signed bytes, in key order (one value per key even after concurrent inserts
-    /// of the same record).
+    /// Every record's signed bytes, bucket by bucket in key order (one value per key even after
+    /// concurrent inserts of the same record).
     pub(crate) fn record_bytes(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
-        self.doc
-            .map_range(&self.records_map, ..)
-            .filter_map(|item| match item.value {
-                ValueRef::Scalar(ScalarValueRef::Bytes(bytes)) => Some(bytes.into_owned()),
-                _ => None,
-            })
+        self.buckets.iter().flat_map(|bucket| {
+            self.doc
+                .map_range(bucket, ..)
+                .filter_map(|item| match item.value {
+                    ValueRef::Scalar(ScalarValueRef::Bytes(bytes)) => Some(bytes.into_owned()),
+                    _ => None,
+                })
+        })
     }
 
     /// The whole document in Automerge's compact format, for a snapshot.

@@ -34,5 +34,5 @@ pub use record::{Body, IndexedRecord, Record, RecordError, RecordId, RoomId, Sig
 pub use room::{ApplyReport, Received, Room, RoomError, Written};
 pub use store::Store;
 pub use sync::{SyncError, SyncSession};
-pub use validate::{Rejection, ValidChange, validate_change};
+pub use validate::{Rejection, ValidChange, record_object, validate_change};
 pub use view::{MessageView, RoomView};

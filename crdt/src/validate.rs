@@ -4,15 +4,15 @@
 //! honest actor's sequence numbers, or send bytes that make Automerge panic or allocate without
 //! limit. So a remote change is checked on its own bytes (never against local state, which would
 //! break convergence) and accepted only when it does exactly one thing: insert one signed record
-//! into the epoch's `records` map, at the key equal to the record's id, with the change header the
-//! author signed. The rules, cheapest first:
+//! into its bucket of the epoch's `records` map, at the key equal to the record's id, with the
+//! change header the author signed. The rules, cheapest first:
 //!
 //! 1. at most [`MAX_CHANGE_BYTES`]; an uncompressed change chunk (compressed chunks can inflate
 //!    hundreds of times over, so they are refused before anything is parsed);
 //! 2. parsed and decoded under `catch_unwind` (crafted changes make automerge 0.12 panic);
 //! 3. no message, time zero, no extra bytes; exactly one operation, a `Put` of bytes into the
-//!    epoch's `records` map (deterministic genesis id) at a map key, with no predecessors (so it
-//!    overwrites and deletes nothing);
+//!    bucket map the record's id names (deterministic genesis ids) at a map key, with no
+//!    predecessors (so it overwrites and deletes nothing);
 //! 4. the value is a canonical signed record of this room and epoch, its id equals the key, its
 //!    author's key and signed suffix make the change's actor, and its signed sequence number,
 //!    start operation and dependencies equal the change's;
@@ -22,12 +22,12 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use automerge::legacy::{Key, ObjectId, OpId, OpType};
+use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{ActorId, Change, ChangeHash, ExpandedChange, ScalarValue};
 
-use crate::epoch::genesis_actor;
+use crate::epoch::{bucket_object, bucket_of};
 use crate::parallel::parallel_map;
-use crate::record::{MAX_RECORD_BYTES, RecordError, RoomId, SignedRecord};
+use crate::record::{MAX_RECORD_BYTES, RecordError, RecordId, RoomId, SignedRecord};
 use crate::signature::verify_batch;
 
 /// Largest remote change accepted: a maximal record plus its change header and dependencies.
@@ -66,8 +66,8 @@ pub enum Rejection {
     /// The operation overwrites or deletes an existing value.
     #[error("operation overwrites or deletes an existing value")]
     Overwrite,
-    /// The operation targets something other than the epoch's records map.
-    #[error("operation targets something other than the records map")]
+    /// The operation targets something other than the bucket map of the record's id.
+    #[error("operation targets something other than the record's bucket map")]
     WrongObject,
     /// The map key is not the id of the record stored under it.
     #[error("record stored under a key that is not its id")]
@@ -155,6 +155,12 @@ impl Unverified {
     }
 }
 
+/// The Automerge object a change carrying record `id` of `room`'s epoch `epoch` must put it into:
+/// part of the wire format, for code that builds changes by hand (tests, hostile peers).
+pub fn record_object(room: &RoomId, epoch: u32, id: &RecordId) -> ObjectId {
+    bucket_object(room, epoch, bucket_of(id))
+}
+
 /// Checks a change from another peer for `room` against every rule in the module documentation.
 pub fn validate_change(room: &RoomId, bytes: &[u8]) -> Result<ValidChange, Rejection> {
     check_structure(room, bytes)?.verify()
@@ -196,8 +202,7 @@ pub(crate) fn check_structure(room: &RoomId, bytes: &[u8]) -> Result<Unverified,
     if record.room != *room {
         return Err(Rejection::WrongRoom);
     }
-    let records_map = ObjectId::Id(OpId(1, genesis_actor(room, record.epoch)));
-    if op.obj != records_map {
+    if op.obj != record_object(room, record.epoch, &signed.id()) {
         return Err(Rejection::WrongObject);
     }
     if key.as_str() != signed.id().to_string() {
@@ -296,7 +301,7 @@ mod tests {
     use crate::identity::Identity;
     use crate::record::{Body, Record, RecordId};
     use crate::room::Room;
-    use automerge::legacy::SortedVec;
+    use automerge::legacy::{OpId, SortedVec};
     use sha2::Digest;
 
     fn lobby() -> RoomId {
@@ -325,13 +330,31 @@ mod tests {
         }
     }
 
-    /// Replaces the record in the change by `record` signed by `signer`, keyed by its new id.
+    /// Replaces the record in the change by `record` signed by `signer`, keyed by its new id in
+    /// the bucket of that id.
     fn with_record(bytes: &[u8], record: Record, signer: &Identity) -> Vec<u8> {
         let signed = SignedRecord::sign(record, signer).unwrap();
+        let record = signed.record();
+        let bucket = bucket_object(&record.room, record.epoch, bucket_of(&signed.id()));
         tamper(bytes, |expanded| {
             let op = &mut expanded.operations[0];
+            op.obj = bucket;
             op.action = OpType::Put(ScalarValue::Bytes(signed.bytes().to_vec()));
             op.key = Key::Map(signed.id().to_string().into());
+        })
+    }
+
+    /// Replaces the value in the change by `value` (perhaps no valid record at all), keyed by its
+    /// hash in the bucket of that hash, as a forger who knows the layout would.
+    fn with_value(bytes: &[u8], value: Vec<u8>) -> Vec<u8> {
+        let id = RecordId(sha2::Sha256::digest(&value).into());
+        let record = record_of(bytes);
+        let bucket = bucket_object(&record.room, record.epoch, bucket_of(&id));
+        tamper(bytes, |expanded| {
+            let op = &mut expanded.operations[0];
+            op.obj = bucket;
+            op.action = OpType::Put(ScalarValue::Bytes(value));
+            op.key = Key::Map(id.to_string().into());
         })
     }
 
@@ -373,11 +396,7 @@ mod tests {
         let mut value = op_value(&Change::try_from(&bytes[..]).unwrap().decode());
         let last = value.len() - 1;
         value[last] ^= 1;
-        let id = RecordId(sha2::Sha256::digest(&value).into());
-        let forged = tamper(&bytes, |expanded| {
-            expanded.operations[0].action = OpType::Put(ScalarValue::Bytes(value));
-            expanded.operations[0].key = Key::Map(id.to_string().into());
-        });
+        let forged = with_value(&bytes, value);
         assert_rejected(&mut receiver(), &forged, |r| {
             *r == Rejection::Record(RecordError::BadSignature)
         });
@@ -404,11 +423,7 @@ mod tests {
         let content_len = forged.len() - 64;
         let signature = mallory.sign(&forged[..content_len]);
         forged[content_len..].copy_from_slice(&signature);
-        let id = RecordId(sha2::Sha256::digest(&forged).into());
-        let forged = tamper(&bytes, |expanded| {
-            expanded.operations[0].action = OpType::Put(ScalarValue::Bytes(forged));
-            expanded.operations[0].key = Key::Map(id.to_string().into());
-        });
+        let forged = with_value(&bytes, forged);
         assert_rejected(&mut receiver(), &forged, |r| {
             *r == Rejection::Record(RecordError::BadSignature)
         });
@@ -458,6 +473,26 @@ mod tests {
             expanded.operations[0].obj = ObjectId::Root
         });
         assert_rejected(&mut receiver(), &at_root, |r| *r == Rejection::WrongObject);
+        let record = record_of(&bytes);
+        let value = op_value(&Change::try_from(&bytes[..]).unwrap().decode());
+        let right = bucket_of(&RecordId(sha2::Sha256::digest(value).into()));
+        for object in [
+            // The map that holds the buckets, and a bucket other than the record's.
+            ObjectId::Id(OpId(
+                1,
+                crate::epoch::genesis_actor(&record.room, record.epoch),
+            )),
+            bucket_object(
+                &record.room,
+                record.epoch,
+                (right + 1) % crate::epoch::RECORD_BUCKETS,
+            ),
+        ] {
+            let misplaced = tamper(&bytes, |expanded| expanded.operations[0].obj = object);
+            assert_rejected(&mut receiver(), &misplaced, |r| {
+                *r == Rejection::WrongObject
+            });
+        }
         let text_value = tamper(&bytes, |expanded| {
             expanded.operations[0].action = OpType::Put(ScalarValue::Str("hi".into()));
         });

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use automerge::legacy::{Key, OpType};
+use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{Change, ScalarValue};
 use grapevine_node::behaviour::Envelope;
-use grapevine_node::crdt::{Identity, RecordId, Room, RoomId};
+use grapevine_node::crdt::{Identity, RecordId, Room, RoomId, record_object};
 use grapevine_node::room_topic;
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
@@ -384,7 +384,8 @@ impl Forgery {
             record[content_len] ^= 1;
         }
         let id = RecordId(Sha256::digest(&record).into());
-        let change = with_record(&written.change, record, id)?;
+        let object = record_object(&self.room, written.record.record().epoch, &id);
+        let change = with_record(&written.change, record, id, object)?;
         Ok(Forged {
             bytes: Envelope::encode(&change),
             record: Some(id),
@@ -392,8 +393,14 @@ impl Forgery {
     }
 }
 
-/// Re-encodes `change` with `record` (keyed by `id`) in place of its own record.
-fn with_record(change: &[u8], record: Vec<u8>, id: RecordId) -> Result<Vec<u8>, String> {
+/// Re-encodes `change` with `record` (keyed by `id`, in `object`, where a record with that id
+/// belongs) in place of its own record.
+fn with_record(
+    change: &[u8],
+    record: Vec<u8>,
+    id: RecordId,
+    object: ObjectId,
+) -> Result<Vec<u8>, String> {
     let mut expanded = Change::try_from(change)
         .map_err(|e| e.to_string())?
         .decode();
@@ -401,6 +408,7 @@ fn with_record(change: &[u8], record: Vec<u8>, id: RecordId) -> Result<Vec<u8>, 
         .operations
         .first_mut()
         .ok_or("a record change has an operation")?;
+    op.obj = object;
     op.action = OpType::Put(ScalarValue::Bytes(record));
     op.key = Key::Map(id.to_string().into());
     Ok(Change::from(expanded).raw_bytes().to_vec())

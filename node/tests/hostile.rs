@@ -11,7 +11,7 @@ use automerge::transaction::Transactable;
 use automerge::{Change, ExpandedChange, ScalarValue};
 use grapevine_node::behaviour::Envelope;
 use grapevine_node::behaviour::{SYNC_PROTOCOL, SyncCodec, SyncRequest};
-use grapevine_node::crdt::{Identity, RecordId, Room, RoomId, SignedRecord};
+use grapevine_node::crdt::{Identity, RecordId, Room, RoomId, SignedRecord, record_object};
 use grapevine_node::{Node, NodeEvent, Transport, room_topic};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::MemoryTransport;
@@ -104,13 +104,16 @@ fn tamper(change: &[u8], edit: impl FnOnce(&mut ExpandedChange)) -> Result<Vec<u
     Ok(Change::from(expanded).raw_bytes().to_vec())
 }
 
-/// Puts `record` (signed bytes) into the change in place of its own record, keyed by its id.
-fn with_record_bytes(change: &[u8], record: Vec<u8>) -> Result<Vec<u8>> {
-    let id = RecordId(Sha256::digest(&record).into()).to_string();
+/// Puts `record` (signed bytes, of `room`'s epoch 0) into the change in place of its own record,
+/// keyed by its id in the object its id names, as a forger who knows the format would.
+fn with_record_bytes(room: &RoomId, change: &[u8], record: Vec<u8>) -> Result<Vec<u8>> {
+    let id = RecordId(Sha256::digest(&record).into());
+    let object = record_object(room, 0, &id);
     tamper(change, |expanded| {
         let op = &mut expanded.operations[0];
+        op.obj = object;
         op.action = OpType::Put(ScalarValue::Bytes(record));
-        op.key = Key::Map(id.into());
+        op.key = Key::Map(id.to_string().into());
     })
 }
 
@@ -120,7 +123,8 @@ fn with_record_bytes(change: &[u8], record: Vec<u8>) -> Result<Vec<u8>> {
 fn forged_changes(room: &str) -> Result<Vec<Vec<u8>>> {
     let honest = Identity::generate();
     let mallory = Identity::generate();
-    let mut replica = Room::in_memory(RoomId::for_public_name(room)?, honest);
+    let room = RoomId::for_public_name(room)?;
+    let mut replica = Room::in_memory(room, honest);
     let written = replica.post("an honest message")?;
     let signed: &SignedRecord = &written.record;
     let content_len = signed.bytes().len() - 64;
@@ -133,8 +137,8 @@ fn forged_changes(room: &str) -> Result<Vec<Vec<u8>>> {
     flipped[content_len] ^= 1;
 
     Ok(vec![
-        with_record_bytes(&written.change, rewritten)?,
-        with_record_bytes(&written.change, flipped)?,
+        with_record_bytes(&room, &written.change, rewritten)?,
+        with_record_bytes(&room, &written.change, flipped)?,
     ])
 }
 

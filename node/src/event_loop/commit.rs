@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use grapevine_crdt::{RecordId, RoomError, RoomId};
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::EventLoop;
 use crate::NodeEvent;
@@ -53,7 +54,7 @@ impl EventLoop {
         let Some(joined) = self.rooms.get_mut(&room_id) else {
             return Ok(());
         };
-        joined.room.flush()?;
+        off_the_runtime(|| joined.room.flush())?;
         let records: Vec<_> = held
             .iter()
             .filter_map(|id| joined.room.record(id).cloned())
@@ -65,5 +66,16 @@ impl EventLoop {
             });
         }
         Ok(())
+    }
+}
+
+/// Runs `work` that waits on the disk (an fsync) without holding up the runtime's other tasks:
+/// on a multi-threaded runtime the worker hands its queued tasks (other connections, other
+/// nodes of the same process) to another thread first. A current-thread runtime has no other
+/// worker, so there the work simply runs.
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
