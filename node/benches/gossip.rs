@@ -30,7 +30,7 @@ const RUN: Duration = Duration::from_secs(4);
 /// How long deliveries may trail the end of a run and still count.
 const GRACE: Duration = Duration::from_secs(3);
 /// Rates tried for the throughput figure, records per second.
-const RATES: [u32; 10] = [50, 100, 150, 200, 300, 400, 600, 800, 1000, 1200];
+const RATES: [u32; 12] = [50, 100, 150, 200, 300, 400, 500, 600, 700, 800, 1000, 1200];
 /// A run counts as delivered when at least this share of (record, peer) pairs arrived.
 const COMPLETE: f64 = 0.99;
 /// A run counts only if the publisher kept up with at least this share of its target rate.
