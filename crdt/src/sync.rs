@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::epoch::EpochDoc;
-use crate::parallel::parallel_map;
+use crate::parallel::{cores, parallel_map};
 use crate::record::RecordId;
 use crate::room::{Room, RoomError, split_ready};
 use crate::validate::{Rejection, ValidChange, check_all, verify_all};
@@ -240,7 +240,7 @@ impl Room {
                 .collect();
             // Epochs are independent documents: each group of them (one per core) generates and
             // compresses in parallel, and the budget is checked between groups.
-            let group_len = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let group_len = cores();
             let mut size = 0;
             for group in differing.chunks(group_len) {
                 if size >= SYNC_MESSAGE_BUDGET {
