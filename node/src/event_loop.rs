@@ -67,6 +67,12 @@ const LOOKUP_CHECK: Duration = Duration::from_secs(1);
 /// partition heals, a random pick often lands on the other side; few enough to cost nothing.
 const REMEMBERED_MEMBERS: usize = 64;
 
+/// One anti-entropy tick in this many syncs with a remembered member that is not connected (the
+/// others with a connected one): often enough that split groups of a room find each other again
+/// within a few ticks, rarely enough that a node does not open, sync over and later prune a
+/// connection at nearly every tick.
+const REMEMBERED_SYNC_EVERY: u64 = 4;
+
 /// A joined room and its topic.
 struct Joined {
     name: String,
@@ -79,6 +85,9 @@ struct Joined {
     lookup_backoff: Duration,
     /// …and when that lookup is due.
     next_lookup: Instant,
+    /// Anti-entropy ticks so far: every [`REMEMBERED_SYNC_EVERY`]th one goes to a remembered
+    /// member that is not connected.
+    sync_ticks: u64,
 }
 
 impl Joined {
@@ -507,6 +516,7 @@ impl EventLoop {
                 room,
                 topic: hash.clone(),
                 remembered: VecDeque::new(),
+                sync_ticks: 0,
                 lookup_backoff: FIRST_LOOKUP_BACKOFF,
                 next_lookup: Instant::now() + FIRST_LOOKUP_BACKOFF,
             },

@@ -31,7 +31,11 @@ impl EventLoop {
                     if let Some(joined) = self.rooms.get_mut(&room) {
                         joined.remember(peer_id);
                     }
-                    self.start_sync(peer_id, room);
+                    // One exchange brings both sides up to date, and both see the other
+                    // subscribe: the side with the lower peer id starts it.
+                    if *self.swarm.local_peer_id() < peer_id {
+                        self.start_sync(peer_id, room);
+                    }
                     self.refresh_room_peers();
                 }
             }

@@ -8,33 +8,46 @@ use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundRequestId};
 use rand::seq::IndexedRandom;
 
-use super::{EventLoop, Exchange, MAX_SYNC_ROUNDS, Role, SyncBudget};
+use super::{EventLoop, Exchange, MAX_SYNC_ROUNDS, REMEMBERED_SYNC_EVERY, Role, SyncBudget};
 use crate::NodeEvent;
 use crate::behaviour::{SYNC_FAULT_SCORE, SyncRequest, SyncResponse};
 use crate::error::NodeError;
 use crate::rate_limit::TokenBucket;
 
 impl EventLoop {
-    /// Anti-entropy: syncs each room with one member picked at random among those connected and
-    /// those remembered from before. A remembered member is dialled by the sync request, so two
-    /// groups of a room that were split apart find each other again and converge; not near the
-    /// connection limit, though, where a new connection would only push another one out.
+    /// Anti-entropy: syncs each room with one member picked at random among those connected, or,
+    /// at every [`REMEMBERED_SYNC_EVERY`]th tick and whenever none is connected, among those
+    /// remembered from before and not connected now. A remembered member is dialled by the sync
+    /// request, so two groups of a room that were split apart find each other again and
+    /// converge; not near the connection limit, though, where a new connection would only push
+    /// another one out.
     pub(super) fn handle_sync_tick(&mut self) {
         let mut rng = rand::rng();
         let mut picks = Vec::new();
-        let dial_remembered = !self.near_connection_limit();
+        let may_dial = !self.near_connection_limit();
+        let mut rooms: Vec<(RoomId, Vec<PeerId>)> = Vec::new();
         for (&room, joined) in &self.rooms {
-            let mut members = self.room_members(&joined.topic);
-            if dial_remembered {
-                let remembered: Vec<PeerId> = joined
-                    .remembered
-                    .iter()
-                    .filter(|p| !members.contains(p))
-                    .copied()
-                    .collect();
-                members.extend(remembered);
-            }
-            if let Some(&peer) = members.choose(&mut rng) {
+            rooms.push((room, self.room_members(&joined.topic)));
+        }
+        for (room, connected) in rooms {
+            let Some(joined) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            joined.sync_ticks += 1;
+            let remembered_turn = connected.is_empty()
+                || joined.sync_ticks.is_multiple_of(REMEMBERED_SYNC_EVERY);
+            let away: Vec<PeerId> = joined
+                .remembered
+                .iter()
+                .filter(|p| !connected.contains(p))
+                .copied()
+                .collect();
+            let pool = if may_dial && remembered_turn && !away.is_empty() {
+                away
+            } else {
+                connected
+            };
+            if let Some(&peer) = pool.choose(&mut rng) {
                 picks.push((peer, room));
             }
         }
