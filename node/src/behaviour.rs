@@ -9,6 +9,7 @@ use grapevine_crdt::sync::MAX_SYNC_MESSAGE_BYTES;
 use libp2p::futures::{AsyncRead, AsyncWrite};
 use libp2p::identity::Keypair;
 use libp2p::kad::store::MemoryStore;
+use libp2p::metrics::Registry;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -209,11 +210,12 @@ pub(crate) struct Behaviour {
 
 impl Behaviour {
     /// Composes the behaviour; `relay_client` comes from the swarm builder, which pairs it with
-    /// the relay transport.
+    /// the relay transport. gossipsub records its counters into `metrics`.
     pub(crate) fn new(
         keypair: &Keypair,
         config: &Config,
         relay_client: relay::client::Behaviour,
+        metrics: &mut Registry,
     ) -> Result<Self, String> {
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(GOSSIP_VALIDATION)
@@ -233,7 +235,8 @@ impl Behaviour {
             gossipsub::MessageAuthenticity::Signed(keypair.clone()),
             gossip_config,
         )
-        .map_err(str::to_string)?;
+        .map_err(str::to_string)?
+        .with_metrics(metrics, gossipsub::MetricsConfig::default());
         gossipsub
             .with_peer_score(
                 peer_score_params(),

@@ -12,6 +12,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
 use libp2p::kad;
+use libp2p::metrics::Registry;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
@@ -24,7 +25,7 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::handle::Command;
 use crate::rate_limit::{Rate, TokenBucket};
-use crate::{NodeEvent, PeerConnection};
+use crate::{GossipCounts, NodeEvent, PeerConnection};
 
 mod commit;
 mod connections;
@@ -134,6 +135,8 @@ struct Exchange {
 /// Owns the swarm and every joined room; nothing else touches either.
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
+    /// What gossipsub records into, read by [`Command::GossipCounts`].
+    metrics: Registry,
     store: Store,
     identity: Identity,
     max_message_size: usize,
@@ -209,6 +212,7 @@ pub(crate) struct EventLoop {
 impl EventLoop {
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
+        metrics: Registry,
         store: Store,
         identity: Identity,
         config: &Config,
@@ -234,6 +238,7 @@ impl EventLoop {
             .collect();
         Self {
             swarm,
+            metrics,
             store,
             identity,
             max_message_size: config.max_message_size,
@@ -394,6 +399,9 @@ impl EventLoop {
             Command::Connections(reply) => {
                 let counters = self.swarm.network_info().connection_counters().clone();
                 let _ = reply.send(Ok(counters.num_established()));
+            }
+            Command::GossipCounts(reply) => {
+                let _ = reply.send(Ok(GossipCounts::from_registry(&self.metrics)));
             }
             Command::PeerScore(peer, reply) => {
                 let _ = reply.send(Ok(self.swarm.behaviour().gossipsub.peer_score(&peer)));

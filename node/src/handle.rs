@@ -6,8 +6,8 @@ use grapevine_crdt::{ChangeHash, RecordId, RoomView};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::PeerConnection;
 use crate::error::NodeError;
+use crate::{GossipCounts, PeerConnection};
 
 /// The reply channel of one command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -28,6 +28,7 @@ pub(crate) enum Command {
     Rooms(Reply<Vec<String>>),
     Peers(Reply<Vec<PeerId>>),
     Connections(Reply<u32>),
+    GossipCounts(Reply<GossipCounts>),
     PeerScore(PeerId, Reply<Option<f64>>),
     PeerConnections(PeerId, Reply<Vec<PeerConnection>>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
@@ -155,6 +156,12 @@ impl NodeHandle {
     /// connection limits hold.
     pub async fn connections(&self) -> Result<u32, NodeError> {
         self.ask(Command::Connections).await
+    }
+
+    /// The gossip messages this node received since it started, duplicates counted, so
+    /// simulations can measure how many copies of each record a peer takes in.
+    pub async fn gossip_counts(&self) -> Result<GossipCounts, NodeError> {
+        self.ask(Command::GossipCounts).await
     }
 
     /// A peer's gossipsub score as this node sees it (`None` for an unknown peer), so the program

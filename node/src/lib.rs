@@ -15,12 +15,14 @@
 //!   envelopes and sync requests.
 //! - `rate_limit`: token buckets bounding the sync work each peer can ask for.
 //! - `room_list`: the joined rooms' names, saved in the data directory and rejoined at start.
+//! - [`gossip_counts`]: [`GossipCounts`], gossipsub's own counts of the copies it received.
 //! - [`error`]: the error type, [`NodeError`].
 
 pub mod behaviour;
 pub mod config;
 pub mod error;
 mod event_loop;
+pub mod gossip_counts;
 pub mod handle;
 mod rate_limit;
 mod room_list;
@@ -29,6 +31,7 @@ use grapevine_crdt::{IndexedRecord, RoomId};
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
 use libp2p::futures::StreamExt;
+use libp2p::metrics::Registry;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -40,6 +43,7 @@ pub use config::{
     Config, CustomTransport, Limits, RawStream, RawTransport, RelayLimits, Transport,
 };
 pub use error::NodeError;
+pub use gossip_counts::GossipCounts;
 pub use grapevine_crdt as crdt;
 pub use handle::NodeHandle;
 pub use rate_limit::Rate;
@@ -141,7 +145,7 @@ impl Node {
         let store = grapevine_crdt::Store::open(&config.data_dir)?;
         let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
             .map_err(|e| NodeError::Setup(e.to_string()))?;
-        let mut swarm = build_swarm(keypair, &config)?;
+        let (mut swarm, metrics) = build_swarm(keypair, &config)?;
         for addr in &config.listen_addrs {
             swarm
                 .listen_on(addr.clone())
@@ -174,8 +178,9 @@ impl Node {
         let (command_tx, command_rx) = mpsc::channel(config.command_capacity);
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity);
         let rooms = room_list::load(&config.data_dir)?;
-        let mut event_loop =
-            event_loop::EventLoop::new(swarm, store, identity, &config, command_rx, event_tx);
+        let mut event_loop = event_loop::EventLoop::new(
+            swarm, metrics, store, identity, &config, command_rx, event_tx,
+        );
         event_loop.rejoin(&rooms);
         tokio::spawn(event_loop.run());
         Ok((NodeHandle::new(command_tx, peer_id), event_rx))
@@ -202,10 +207,12 @@ fn seed_routing_table(swarm: &mut Swarm<Behaviour>, bootstrap: &[Multiaddr]) {
 /// The error type libp2p's swarm builder takes from fallible setup closures.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The swarm, and the registry its gossipsub records counters into.
 fn build_swarm(
     keypair: libp2p::identity::Keypair,
     config: &Config,
-) -> Result<Swarm<Behaviour>, NodeError> {
+) -> Result<(Swarm<Behaviour>, Registry), NodeError> {
+    let mut metrics = Registry::default();
     let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
     let idle = config.idle_connection_timeout;
     let raw = match (&config.custom_transport, config.transport) {
@@ -214,7 +221,7 @@ fn build_swarm(
             .map(|stream, _| Box::new(stream) as Box<dyn RawStream>)
             .boxed(),
         (None, Transport::Tcp) => {
-            return Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+            let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
                 .with_tokio()
                 .with_tcp(
                     tcp::Config::default().nodelay(true),
@@ -226,11 +233,12 @@ fn build_swarm(
                 .with_relay_client(noise::Config::new, yamux::Config::default)
                 .map_err(|e| setup(&e))?
                 .with_behaviour(|key, relay| {
-                    Behaviour::new(key, config, relay).map_err(BoxError::from)
+                    Behaviour::new(key, config, relay, &mut metrics).map_err(BoxError::from)
                 })
                 .map_err(|e| setup(&e))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-                .build());
+                .build();
+            return Ok((swarm, metrics));
         }
     };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -246,11 +254,13 @@ fn build_swarm(
         .map_err(|e| setup(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| setup(&e))?
-        .with_behaviour(|key, relay| Behaviour::new(key, config, relay).map_err(BoxError::from))
+        .with_behaviour(|key, relay| {
+            Behaviour::new(key, config, relay, &mut metrics).map_err(BoxError::from)
+        })
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
-    Ok(swarm)
+    Ok((swarm, metrics))
 }
 
 /// Drives the swarm until every listener reported an address, so [`NodeHandle::listen_addrs`]

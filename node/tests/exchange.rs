@@ -1,10 +1,11 @@
-//! Two peers exchange messages in a room, over TCP and over the memory transport.
+//! Two peers exchange messages in a room, over TCP and over the memory transport, and count the
+//! gossip copies they received.
 
 mod common;
 
 use anyhow::Result;
 use grapevine_node::crdt::Body;
-use grapevine_node::{Node, NodeEvent, Transport};
+use grapevine_node::{GossipCounts, Node, NodeEvent, Transport};
 
 async fn two_peers_exchange_messages_both_ways(transport: Transport) -> Result<()> {
     let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
@@ -188,6 +189,31 @@ async fn sync_now_ends_with_the_peer_holding_what_was_just_posted() -> Result<()
     assert_eq!(records, 20);
     let last = last.expect("posted");
     assert!(b.view("lobby").await?.messages.iter().any(|m| m.id == last));
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_counts_show_the_copies_a_peer_received() -> Result<()> {
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, _events_a) = Node::spawn(common::config(dir_a.path(), Transport::Memory)).await?;
+    let (b, _events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    b.join("lobby").await?;
+    assert_eq!(b.gossip_counts().await?, GossipCounts::default());
+    common::connect(&b, &a).await?;
+
+    // A record can also arrive by sync; posting until one arrives by gossip.
+    common::eventually("b received a gossip message", || async {
+        a.post("lobby", "counted").await?;
+        Ok(b.gossip_counts().await?.received > 0)
+    })
+    .await?;
+    let counts = b.gossip_counts().await?;
+    assert!(counts.received_bytes > 0, "{counts:?}");
+    // Two peers: a sends each message to b once, so nothing arrives twice.
+    assert_eq!(counts.duplicates, 0, "{counts:?}");
     a.shutdown().await?;
     b.shutdown().await?;
     Ok(())

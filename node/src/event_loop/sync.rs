@@ -34,8 +34,8 @@ impl EventLoop {
                 continue;
             };
             joined.sync_ticks += 1;
-            let remembered_turn = connected.is_empty()
-                || joined.sync_ticks.is_multiple_of(REMEMBERED_SYNC_EVERY);
+            let remembered_turn =
+                connected.is_empty() || joined.sync_ticks.is_multiple_of(REMEMBERED_SYNC_EVERY);
             let away: Vec<PeerId> = joined
                 .remembered
                 .iter()
