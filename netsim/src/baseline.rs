@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use grapevine_node::GossipCounts;
 use grapevine_node::behaviour::MESH_N;
 use grapevine_node::crdt::RecordId;
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::metrics::Registry;
 use libp2p::{Multiaddr, gossipsub};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -100,6 +102,12 @@ pub struct Ratios {
     pub latency_to_all_p99: Option<f64>,
     /// Bytes on the wire per delivery.
     pub bytes_per_delivery: Option<f64>,
+    /// Payload bytes (gossip messages) per delivery.
+    pub payload_bytes_per_delivery: Option<f64>,
+    /// Control bytes (everything else on the wire) per delivery.
+    pub control_bytes_per_delivery: Option<f64>,
+    /// Gossip duplicates per record per peer.
+    pub duplicates_per_record_per_peer: Option<f64>,
     /// CPU time per delivery.
     pub cpu_per_delivery: Option<f64>,
 }
@@ -141,6 +149,18 @@ impl Ratios {
                 p.p99_ms
             }),
             bytes_per_delivery: ratio(delivery.bytes_per_delivery, b.bytes_per_delivery),
+            payload_bytes_per_delivery: ratio(
+                delivery.payload_bytes_per_delivery,
+                b.payload_bytes_per_delivery,
+            ),
+            control_bytes_per_delivery: ratio(
+                delivery.control_bytes_per_delivery,
+                b.control_bytes_per_delivery,
+            ),
+            duplicates_per_record_per_peer: delivery
+                .duplicates_per_record_per_peer
+                .zip(b.duplicates_per_record_per_peer)
+                .and_then(|(g, b)| ratio(g, b)),
             cpu_per_delivery: ratio(
                 usage.cpu_ms_per_delivery,
                 baseline.usage.cpu_ms_per_delivery,
@@ -160,7 +180,14 @@ struct Peer {
     key: Keypair,
     targets: Vec<Multiaddr>,
     subscribed: bool,
-    running: Option<(mpsc::Sender<Command>, JoinHandle<()>)>,
+    running: Option<Running>,
+}
+
+/// A baseline peer's running task, and what its gossipsub counts into.
+struct Running {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+    metrics: Arc<Registry>,
 }
 
 /// The baseline's swarms and what they share.
@@ -171,6 +198,8 @@ struct Swarms {
     heartbeat: Duration,
     log: Arc<Mutex<DeliveryLog>>,
     deliveries: Arc<AtomicU64>,
+    /// What the gossipsub of crashed peers counted before they went down.
+    gossip_of_crashed: GossipCounts,
     next_message: u64,
     size: usize,
 }
@@ -217,6 +246,7 @@ impl Swarms {
         let topic = self.topic.clone();
         let log = self.log.clone();
         let deliveries = self.deliveries.clone();
+        let metrics = bare.metrics.clone();
         let task = tokio::spawn(async move {
             let mut redial = tokio::time::interval(REDIAL_INTERVAL);
             loop {
@@ -241,13 +271,17 @@ impl Swarms {
                 }
             }
         });
-        self.peers[i].running = Some((commands, task));
+        self.peers[i].running = Some(Running {
+            commands,
+            task,
+            metrics,
+        });
     }
 
     fn send(&self, i: usize, command: Command) {
-        if let Some((commands, _)) = &self.peers[i].running {
+        if let Some(running) = &self.peers[i].running {
             // A full queue drops the command: the run could not keep up, which the report shows.
-            let _ = commands.try_send(command);
+            let _ = running.commands.try_send(command);
         }
     }
 
@@ -280,8 +314,9 @@ impl Swarms {
             Step::Hold(a, b) => self.network.hold(a, b),
             Step::Release(a, b) => self.network.release(a, b),
             Step::Crash(i) => {
-                if let Some((_, task)) = self.peers.get_mut(i).and_then(|p| p.running.take()) {
-                    task.abort();
+                if let Some(running) = self.peers.get_mut(i).and_then(|p| p.running.take()) {
+                    running.task.abort();
+                    self.gossip_of_crashed += GossipCounts::from_registry(&running.metrics);
                     self.network.take_down(i);
                 }
             }
@@ -306,13 +341,17 @@ impl Swarms {
         let honest: Vec<usize> = (0..self.peers.len())
             .filter(|&p| self.is_running(p) && !spammers.contains(&p))
             .collect();
-        lock(&self.log).report(&honest, spammers, elapsed, self.network.traffic())
+        let mut gossip = self.gossip_of_crashed;
+        for running in self.peers.iter().filter_map(|p| p.running.as_ref()) {
+            gossip += GossipCounts::from_registry(&running.metrics);
+        }
+        lock(&self.log).report(&honest, spammers, elapsed, self.network.traffic(), gossip)
     }
 
     fn stop(&mut self) {
         for peer in &mut self.peers {
-            if let Some((_, task)) = peer.running.take() {
-                task.abort();
+            if let Some(running) = peer.running.take() {
+                running.task.abort();
             }
         }
     }
@@ -387,6 +426,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<Baseline
         heartbeat: grapevine_node::config::DEFAULT_HEARTBEAT,
         log: Arc::new(Mutex::new(DeliveryLog::default())),
         deliveries: Arc::new(AtomicU64::new(0)),
+        gossip_of_crashed: GossipCounts::default(),
         next_message: 0,
         size: scenario.traffic.size,
     };

@@ -3,12 +3,14 @@
 //! peers) and the raw-gossipsub baseline are made of them.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use grapevine_node::behaviour::{MESH_N, MESH_N_HIGH, MESH_N_LOW};
 use libp2p::core::ConnectedPoint;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
+use libp2p::metrics::Registry;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, Transport as _, gossipsub, noise, yamux};
 use sha2::{Digest, Sha256};
@@ -42,6 +44,8 @@ pub(crate) struct GossipSettings {
 /// A gossipsub swarm on the simulated network, and the addresses it keeps dialling.
 pub(crate) struct BarePeer {
     pub(crate) swarm: Swarm<gossipsub::Behaviour>,
+    /// What gossipsub counts into; shared, so the counts can be read while the swarm runs.
+    pub(crate) metrics: Arc<Registry>,
     targets: Vec<Multiaddr>,
     connected: HashSet<Multiaddr>,
 }
@@ -73,6 +77,7 @@ impl BarePeer {
             config.validate_messages();
         }
         let config = config.build().map_err(|e| setup(&e))?;
+        let mut metrics = Registry::default();
         let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(|key| {
@@ -89,6 +94,9 @@ impl BarePeer {
                     gossipsub::MessageAuthenticity::Signed(key.clone()),
                     config,
                 )
+                .map(|behaviour| {
+                    behaviour.with_metrics(&mut metrics, gossipsub::MetricsConfig::default())
+                })
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
             })
             .map_err(|e| setup(&e))?
@@ -96,6 +104,7 @@ impl BarePeer {
             .build();
         Ok(Self {
             swarm,
+            metrics: Arc::new(metrics),
             targets,
             connected: HashSet::new(),
         })

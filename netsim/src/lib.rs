@@ -5,7 +5,8 @@
 //! - [`network`]: the simulated links (a libp2p transport with latency, jitter, loss,
 //!   partitions, held links and crashes), given to each node as its custom transport.
 //! - [`sim`]: [`Sim`], built by [`SimBuilder`]: nodes in a topology, driven by code.
-//! - [`metrics`]: when each record was published and received, and the [`Report`].
+//! - [`metrics`]: when each record was published and received, gossipsub's counts of duplicates
+//!   and gossip bytes, and the [`Report`].
 //! - [`scenario`]: scenarios as TOML or code, and the seeded schedule of steps they give.
 //! - [`runner`]: plays a scenario on a simulation and gathers the [`runner::RunReport`].
 //! - [`resources`]: the process's CPU time and memory.

@@ -195,7 +195,7 @@ fn print_baseline(report: &RunReport, baseline: &BaselineReport, ratios: &Ratios
         println!("  note: {note}");
     }
     println!("{}", baseline.delivery);
-    let fmt_ratio = |r: Option<f64>| r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
+    let fmt_optional = |r: Option<f64>| r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}"));
     let (g, b) = (&report.delivery, &baseline.delivery);
     println!(
         "{:<28} {:>12} {:>12} {:>10}",
@@ -233,6 +233,18 @@ fn print_baseline(report: &RunReport, baseline: &BaselineReport, ratios: &Ratios
             ratios.bytes_per_delivery,
         ),
         (
+            "  payload bytes",
+            g.payload_bytes_per_delivery,
+            b.payload_bytes_per_delivery,
+            ratios.payload_bytes_per_delivery,
+        ),
+        (
+            "  control bytes",
+            g.control_bytes_per_delivery,
+            b.control_bytes_per_delivery,
+            ratios.control_bytes_per_delivery,
+        ),
+        (
             "cpu ms per delivery",
             report.usage.cpu_ms_per_delivery,
             baseline.usage.cpu_ms_per_delivery,
@@ -242,11 +254,20 @@ fn print_baseline(report: &RunReport, baseline: &BaselineReport, ratios: &Ratios
     for (name, grapevine, base, ratio) in rows {
         println!(
             "{name:<28} {grapevine:>12.2} {base:>12.2} {:>10}",
-            fmt_ratio(ratio)
+            fmt_optional(ratio)
         );
     }
     println!(
+        "{:<28} {:>12} {:>12} {:>10}",
+        "duplicates/record/peer",
+        fmt_optional(g.duplicates_per_record_per_peer),
+        fmt_optional(b.duplicates_per_record_per_peer),
+        fmt_optional(ratios.duplicates_per_record_per_peer)
+    );
+    println!(
         "(n/a: a side measured nothing; latency to all counts only records that reached everyone; \
-         CPU is the whole process, setup included, on each side)"
+         CPU is the whole process, setup included, on each side; payload is the gossip messages \
+         that arrived, every copy, control every other byte on the wire; duplicates are gossip \
+         copies dropped as already seen, per message a peer took in by gossip)"
     );
 }

@@ -1,11 +1,21 @@
 //! Measurements: when each record was published and when each peer received it, and the report
-//! made from them.
+//! made from them, with gossipsub's own counts of the copies that arrived.
+//!
+//! Definitions, the same for Grapevine and the baseline:
+//! - duplicates per record per peer: gossip copies a peer dropped on arrival as already seen,
+//!   over the messages it took in by gossip (its first copies), summed over peers;
+//! - payload bytes: the encoded gossipsub messages (data, signature, topic, sequence number)
+//!   that arrived at the peers, every copy counted, duplicates included;
+//! - control bytes: every other byte on the simulated wire (gossip control such as IHAVE, IWANT,
+//!   GRAFT, PRUNE and IDONTWANT, subscriptions, Noise handshakes and framing, Yamux, and for
+//!   Grapevine also history sync, Kademlia, identify and ping).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use grapevine_node::GossipCounts;
 use grapevine_node::crdt::RecordId;
 use tokio::time::Instant;
 
@@ -43,19 +53,28 @@ impl DeliveryLog {
     }
 
     /// The report over the peers `members` (running honest room members), leaving out what
-    /// `excluded` peers (hostile ones) published, after `elapsed`.
+    /// `excluded` peers (hostile ones) published, after `elapsed`; `gossip` is what the peers'
+    /// gossipsub counted.
     pub fn report(
         &self,
         members: &[usize],
         excluded: &[usize],
         elapsed: Duration,
         traffic: &Traffic,
+        gossip: GossipCounts,
     ) -> Report {
         let mut expected = 0usize;
         let mut delivered = 0usize;
         let mut to_95 = Vec::new();
         let mut to_all = Vec::new();
         let mut all = Vec::new();
+        let mut delivered_at = Vec::new();
+        let first_published = self
+            .published
+            .values()
+            .filter(|(publisher, _)| !excluded.contains(publisher))
+            .map(|(_, at)| *at)
+            .min();
         for (record, (publisher, at)) in &self.published {
             if excluded.contains(publisher) {
                 continue;
@@ -66,6 +85,14 @@ impl DeliveryLog {
                 continue;
             }
             let got = self.received.get(record);
+            if let Some(first) = first_published {
+                delivered_at.extend(
+                    receivers
+                        .iter()
+                        .filter_map(|p| got.and_then(|g| g.get(p)))
+                        .map(|t| t.saturating_duration_since(first).as_secs_f64()),
+                );
+            }
             let mut latencies: Vec<Duration> = receivers
                 .iter()
                 .filter_map(|p| got.and_then(|g| g.get(p)))
@@ -83,6 +110,16 @@ impl DeliveryLog {
                 to_all.push(latencies[latencies.len() - 1]);
             }
         }
+        let wire_bytes = traffic.bytes.load(Ordering::Relaxed);
+        let per_delivery = |bytes: u64| {
+            if delivered == 0 {
+                0.0
+            } else {
+                bytes as f64 / delivered as f64
+            }
+        };
+        let first_copies = gossip.received.saturating_sub(gossip.duplicates);
+        let curves = Curves::new(&all, delivered_at, expected);
         Report {
             members: members.len(),
             published: self
@@ -98,14 +135,44 @@ impl DeliveryLog {
             latency_to_95: Percentiles::of(to_95),
             latency_to_all: Percentiles::of(to_all),
             latency_per_delivery: Percentiles::of(all),
-            bytes_per_delivery: if delivered == 0 {
-                0.0
-            } else {
-                traffic.bytes.load(Ordering::Relaxed) as f64 / delivered as f64
-            },
+            bytes_per_delivery: per_delivery(wire_bytes),
+            payload_bytes_per_delivery: per_delivery(gossip.received_bytes),
+            control_bytes_per_delivery: per_delivery(
+                wire_bytes.saturating_sub(gossip.received_bytes),
+            ),
+            duplicates_per_record_per_peer: (first_copies > 0)
+                .then(|| gossip.duplicates as f64 / first_copies as f64),
+            curves,
             connections_opened: traffic.connections.load(Ordering::Relaxed),
             elapsed,
             convergence: None,
+        }
+    }
+}
+
+/// The single deliveries of a run, each sorted, for the latency distribution and the
+/// convergence curve of a plot.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Curves {
+    /// Latency of every delivery, in ms, shortest first.
+    pub latencies_ms: Vec<f64>,
+    /// When each delivery happened, in seconds since the first measured record was published,
+    /// earliest first.
+    pub delivered_at_s: Vec<f64>,
+    /// Deliveries expected: (record, member) pairs, the publisher left out.
+    pub expected: usize,
+}
+
+impl Curves {
+    fn new(latencies: &[Duration], mut delivered_at_s: Vec<f64>, expected: usize) -> Self {
+        let mut latencies_ms: Vec<f64> =
+            latencies.iter().map(|l| l.as_secs_f64() * 1000.0).collect();
+        latencies_ms.sort_by(f64::total_cmp);
+        delivered_at_s.sort_by(f64::total_cmp);
+        Self {
+            latencies_ms,
+            delivered_at_s,
+            expected,
         }
     }
 }
@@ -162,6 +229,18 @@ pub struct Report {
     pub latency_per_delivery: Percentiles,
     /// Bytes that crossed the network (payload and control) per delivery.
     pub bytes_per_delivery: f64,
+    /// Of those, the gossip messages that arrived, every copy counted (see the module's
+    /// definitions).
+    pub payload_bytes_per_delivery: f64,
+    /// Of those, everything else: gossip control, framing, handshakes, and Grapevine's sync and
+    /// discovery.
+    pub control_bytes_per_delivery: f64,
+    /// Gossip copies dropped as already seen per message a peer took in by gossip; `None` when
+    /// no gossip message arrived at all.
+    pub duplicates_per_record_per_peer: Option<f64>,
+    /// The single deliveries behind the figures, for plots; left out of the JSON.
+    #[serde(skip)]
+    pub curves: Curves,
     /// Connections opened in the simulated network.
     pub connections_opened: u64,
     /// Time since the simulation started.
@@ -195,11 +274,65 @@ impl fmt::Display for Report {
         row(f, "  to 95 % of members", &self.latency_to_95)?;
         row(f, "  to all members", &self.latency_to_all)?;
         row(f, "  per delivery", &self.latency_per_delivery)?;
-        writeln!(f, "bytes per delivery       {:.0}", self.bytes_per_delivery)?;
+        writeln!(
+            f,
+            "bytes per delivery       {:.0} (payload {:.0}, control {:.0})",
+            self.bytes_per_delivery,
+            self.payload_bytes_per_delivery,
+            self.control_bytes_per_delivery
+        )?;
+        match self.duplicates_per_record_per_peer {
+            Some(d) => writeln!(f, "duplicates per record per peer {d:.2}")?,
+            None => writeln!(f, "duplicates per record per peer n/a (no gossip arrived)")?,
+        }
         writeln!(f, "connections opened       {}", self.connections_opened)?;
         if let Some(c) = self.convergence {
             writeln!(f, "converged after          {:.2} s", c.as_secs_f64())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_splits_into_gossip_payload_and_control_and_duplicates_are_per_first_copy() {
+        let start = Instant::now();
+        let mut log = DeliveryLog::default();
+        let record = RecordId([7; 32]);
+        log.published(record, 0, start);
+        log.received(record, 1, start + Duration::from_millis(30));
+        log.received(record, 2, start + Duration::from_millis(10));
+        let traffic = Traffic::default();
+        traffic.bytes.store(10_000, Ordering::Relaxed);
+        // Two first copies and three duplicates, 500 bytes each.
+        let gossip = GossipCounts {
+            received: 5,
+            duplicates: 3,
+            received_bytes: 2_500,
+        };
+        let report = log.report(&[0, 1, 2], &[], Duration::from_secs(1), &traffic, gossip);
+        assert_eq!(report.bytes_per_delivery, 5_000.0);
+        assert_eq!(report.payload_bytes_per_delivery, 1_250.0);
+        assert_eq!(report.control_bytes_per_delivery, 3_750.0);
+        assert_eq!(report.duplicates_per_record_per_peer, Some(1.5));
+        assert_eq!(report.curves.latencies_ms, vec![10.0, 30.0]);
+        assert_eq!(report.curves.delivered_at_s, vec![0.01, 0.03]);
+        assert_eq!(report.curves.expected, 2);
+    }
+
+    #[test]
+    fn without_gossip_there_is_no_duplicate_figure() {
+        let report = DeliveryLog::default().report(
+            &[0, 1],
+            &[],
+            Duration::ZERO,
+            &Traffic::default(),
+            GossipCounts::default(),
+        );
+        assert_eq!(report.duplicates_per_record_per_peer, None);
+        assert_eq!(report.payload_bytes_per_delivery, 0.0);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grapevine_node::crdt::RecordId;
-use grapevine_node::{Config, Node, NodeError, NodeEvent, NodeHandle};
+use grapevine_node::{Config, GossipCounts, Node, NodeError, NodeEvent, NodeHandle};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use rand::rngs::StdRng;
@@ -259,6 +259,7 @@ impl SimBuilder {
             spammers: self.hostile.spammer_peers(self.peers, in_room),
             spam_posted: AtomicU64::new(0),
             hostile: HostilePeers::default(),
+            gossip_of_crashed: GossipCounts::default(),
             _temp: temp,
         };
         let mut neighbours = self.topology.links(self.peers, self.seed);
@@ -350,6 +351,9 @@ pub struct Sim {
     spammers: Range<usize>,
     spam_posted: AtomicU64,
     hostile: HostilePeers,
+    /// What the gossipsub of crashed nodes counted before they went down (a node's counts
+    /// start again at zero when it restarts).
+    gossip_of_crashed: GossipCounts,
     _temp: TempDir,
 }
 
@@ -530,6 +534,10 @@ impl Sim {
         let node = node.ok_or(SimError::NotRunning(peer))?;
         self.network.take_down(peer);
         lock_counts(&self.room_peers).remove(&peer);
+        self.gossip_of_crashed += node
+            .gossip_counts()
+            .await
+            .map_err(|source| SimError::Node { peer, source })?;
         node.shutdown()
             .await
             .map_err(|source| SimError::Node { peer, source })?;
@@ -616,12 +624,29 @@ impl Sim {
             .filter(|&p| self.is_running(p) && !self.spammers.contains(&p))
             .collect();
         let spammers: Vec<usize> = self.spammers.clone().collect();
+        let gossip = self.gossip_counts().await?;
         Ok(lock(&self.log).report(
             &honest,
             &spammers,
             self.started.elapsed(),
             self.network.traffic(),
+            gossip,
         ))
+    }
+
+    /// What the gossipsub of every node counted, crashed ones included; hostile peers are no
+    /// nodes and are left out.
+    pub async fn gossip_counts(&self) -> Result<GossipCounts, SimError> {
+        let mut total = self.gossip_of_crashed;
+        for (peer, sim_peer) in self.peers.iter().enumerate() {
+            if let Some(node) = &sim_peer.node {
+                total += node
+                    .gossip_counts()
+                    .await
+                    .map_err(|source| SimError::Node { peer, source })?;
+            }
+        }
+        Ok(total)
     }
 
     /// Stops every node, storing their rooms.

@@ -1,11 +1,11 @@
 //! The raw-gossipsub baseline plays the same schedule after Grapevine, and the report holds both
-//! sides and their ratios.
+//! sides and their ratios, duplicates and the payload / control split included.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use grapevine_netsim::{Baseline, Scenario, runner};
+use grapevine_netsim::{Baseline, Report, Scenario, runner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_baseline_runs_the_same_schedule_and_both_sides_are_reported() -> Result<()> {
@@ -40,8 +40,44 @@ async fn the_baseline_runs_the_same_schedule_and_both_sides_are_reported() -> Re
     ensure!(ratios.latency_per_delivery_p99.is_some());
     ensure!(ratios.bytes_per_delivery.is_some());
     ensure!(ratios.cpu_per_delivery.is_some());
+    for side in [&report.delivery, &baseline.delivery] {
+        wire_split_adds_up_and_duplicates_are_counted(side)?;
+    }
+    ensure!(ratios.payload_bytes_per_delivery.is_some());
+    ensure!(ratios.control_bytes_per_delivery.is_some());
     let json = serde_json::to_value(&report)?;
     ensure!(json["baseline"]["delivery"]["published"].is_number());
     ensure!(json["ratios"]["bytes_per_delivery"].is_number());
+    for field in [
+        "payload_bytes_per_delivery",
+        "control_bytes_per_delivery",
+        "duplicates_per_record_per_peer",
+    ] {
+        ensure!(json["delivery"][field].is_number(), "{field} in the JSON");
+        ensure!(
+            json["baseline"]["delivery"][field].is_number(),
+            "{field} in the JSON"
+        );
+    }
+    Ok(())
+}
+
+/// Payload and control make up the bytes on the wire, and with eight peers in a mesh of six
+/// some gossip copies arrive more than once.
+fn wire_split_adds_up_and_duplicates_are_counted(side: &Report) -> Result<()> {
+    let sum = side.payload_bytes_per_delivery + side.control_bytes_per_delivery;
+    ensure!(
+        (sum - side.bytes_per_delivery).abs() < 1e-6 * side.bytes_per_delivery.max(1.0),
+        "payload + control = wire: {side}"
+    );
+    ensure!(side.payload_bytes_per_delivery > 0.0, "{side}");
+    ensure!(
+        side.duplicates_per_record_per_peer.is_some_and(|d| d > 0.0),
+        "{side}"
+    );
+    ensure!(
+        side.curves.latencies_ms.len() == side.latency_per_delivery.count,
+        "one latency per delivery"
+    );
     Ok(())
 }
