@@ -12,6 +12,7 @@
 //! - [`resources`]: the process's CPU time and memory.
 //! - [`hostile`]: spammers, forgers and silent peers, and what they achieved.
 //! - [`baseline`]: the same scenario on plain gossipsub swarms, for side-by-side figures.
+//! - [`plot`]: the SVG picture of a run: latency distribution and convergence over time.
 //! - `gossip`: bare gossipsub swarms on the simulated network, for both of the above.
 
 pub mod baseline;
@@ -19,6 +20,7 @@ mod gossip;
 pub mod hostile;
 pub mod metrics;
 pub mod network;
+pub mod plot;
 pub mod resources;
 pub mod runner;
 pub mod scenario;

@@ -3,13 +3,15 @@
 //! `cargo run --release -p grapevine-netsim -- run netsim/scenarios/partition-heal.toml`
 //!
 //! `--baseline raw-gossipsub` plays the same schedule again on plain gossipsub swarms and prints
-//! Grapevine / baseline ratios.
+//! Grapevine / baseline ratios; `--plot FILE.svg` draws the latency distribution and the
+//! convergence over time.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use grapevine_netsim::plot;
 use grapevine_netsim::runner::{self, RunReport};
 use grapevine_netsim::{Baseline, Hostile, Scenario};
 use grapevine_netsim::{BaselineReport, Ratios};
@@ -47,6 +49,10 @@ enum Command {
         /// Also write the report as JSON to this file
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Also draw the latency distribution and the convergence over time (Grapevine and the
+        /// baseline, when there is one) as SVG to this file
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
         /// Keep the peers' stores under this directory (on disk, with real fsyncs) instead of
         /// memory-backed tmpfs
         #[arg(long, value_name = "DIR")]
@@ -66,6 +72,7 @@ fn main() -> Result<()> {
         baseline,
         no_hostile,
         json,
+        plot,
         store_dir,
         quiet,
     } = Cli::parse().command;
@@ -115,6 +122,9 @@ fn main() -> Result<()> {
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&report).context("encoding the report")?;
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = plot {
+        plot::write_svg(&path, &plot::series_of(&report))?;
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! The raw-gossipsub baseline plays the same schedule after Grapevine, and the report holds both
-//! sides and their ratios, duplicates and the payload / control split included.
+//! sides and their ratios, duplicates and the payload / control split included, and the plot of
+//! both.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use grapevine_netsim::{Baseline, Report, Scenario, runner};
+use grapevine_netsim::{Baseline, Report, Scenario, plot, runner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_baseline_runs_the_same_schedule_and_both_sides_are_reported() -> Result<()> {
@@ -59,6 +60,13 @@ async fn the_baseline_runs_the_same_schedule_and_both_sides_are_reported() -> Re
             "{field} in the JSON"
         );
     }
+
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("run.svg");
+    plot::write_svg(&path, &plot::series_of(&report))?;
+    let svg = std::fs::read_to_string(&path)?;
+    ensure!(svg.trim_start().starts_with("<svg") || svg.starts_with("<?xml"));
+    ensure!(svg.contains(plot::GRAPEVINE) && svg.contains(plot::BASELINE));
     Ok(())
 }
 
