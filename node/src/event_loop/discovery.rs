@@ -175,17 +175,14 @@ impl EventLoop {
         }
     }
 
-    /// Dials the bootstrap peers again while none of them is connected (a first dial can be
-    /// refused by a busy bootstrap node, or fail while the network is down), backing off from
-    /// `FIRST_LOOKUP_BACKOFF` to the room lookup interval; a connection resets the wait.
+    /// Dials the bootstrap peers again while the node has no connection at all (a first dial can
+    /// be refused by a busy bootstrap node, or fail while the network is down), backing off from
+    /// `FIRST_LOOKUP_BACKOFF` to the room lookup interval; a connection resets the wait. A node
+    /// with other peers needs no bootstrap connection: its routing table still holds the
+    /// bootstrap nodes for lookups, and redialling them would keep every member connected to
+    /// nodes that close connections they do not need.
     fn redial_bootstrap(&mut self) {
-        let connected = if self.bootstrap_peers.is_empty() {
-            self.swarm.connected_peers().next().is_some()
-        } else {
-            self.bootstrap_peers
-                .iter()
-                .any(|p| self.swarm.is_connected(p))
-        };
+        let connected = self.swarm.connected_peers().next().is_some();
         let now = Instant::now();
         if connected || self.bootstrap_addrs.is_empty() {
             self.bootstrap_backoff = FIRST_LOOKUP_BACKOFF;
