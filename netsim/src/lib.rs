@@ -29,7 +29,7 @@ pub mod sim;
 pub use baseline::{Baseline, BaselineReport, Ratios};
 pub use gossip::GossipError;
 pub use hostile::{Hostile, HostileReport};
-pub use metrics::{Percentiles, Report};
+pub use metrics::{ConnectionsPerNode, Percentiles, Report};
 pub use network::{LinkFaults, SimNetwork};
 pub use scenario::{Fault, Scenario, Step, TimedFault, Traffic};
 pub use sim::{ROOM, Sim, SimBuilder, SimError, Topology};

@@ -144,6 +144,7 @@ impl DeliveryLog {
                 .then(|| gossip.duplicates as f64 / first_copies as f64),
             curves,
             connections_opened: traffic.connections.load(Ordering::Relaxed),
+            connections_per_node: None,
             elapsed,
             convergence: None,
         }
@@ -212,6 +213,24 @@ impl Percentiles {
     }
 }
 
+/// Connections held per node at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ConnectionsPerNode {
+    /// Mean over the nodes asked.
+    pub mean: f64,
+    /// The most any node held.
+    pub max: u32,
+}
+
+impl ConnectionsPerNode {
+    /// Mean and maximum of `counts`; `None` when there are none.
+    pub fn of(counts: &[u32]) -> Option<Self> {
+        let max = *counts.iter().max()?;
+        let mean = counts.iter().map(|&c| f64::from(c)).sum::<f64>() / counts.len() as f64;
+        Some(Self { mean, max })
+    }
+}
+
 /// What a simulation measured.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Report {
@@ -243,6 +262,10 @@ pub struct Report {
     pub curves: Curves,
     /// Connections opened in the simulated network.
     pub connections_opened: u64,
+    /// Connections each running honest node holds when the report is made, once its
+    /// Kademlia walks and syncs are over: what a node keeps, against `connections_opened`
+    /// over the whole run; `None` where nodes cannot be asked (the baseline).
+    pub connections_per_node: Option<ConnectionsPerNode>,
     /// Time since the simulation started.
     pub elapsed: Duration,
     /// Time to identical heads everywhere, when it was measured.
@@ -286,6 +309,13 @@ impl fmt::Display for Report {
             None => writeln!(f, "duplicates per record per peer n/a (no gossip arrived)")?,
         }
         writeln!(f, "connections opened       {}", self.connections_opened)?;
+        if let Some(c) = self.connections_per_node {
+            writeln!(
+                f,
+                "connections per node     {:.1} mean, {} max (held at the report)",
+                c.mean, c.max
+            )?;
+        }
         if let Some(c) = self.convergence {
             writeln!(f, "converged after          {:.2} s", c.as_secs_f64())?;
         }

@@ -237,6 +237,7 @@ impl SimNetwork {
             writer: b_to_a_in,
             reader: a_to_b_out,
             pending: Vec::new(),
+            read: 0,
             remote_port: dial_port,
         };
         accept.try_send(remote).map_err(|_| SimError::Unreachable)?;
@@ -245,6 +246,7 @@ impl SimNetwork {
             writer: a_to_b_in,
             reader: b_to_a_out,
             pending: Vec::new(),
+            read: 0,
             remote_port: port,
         })
     }
@@ -319,8 +321,10 @@ pub enum SimError {
 pub struct SimStream {
     writer: mpsc::Sender<Chunk>,
     reader: mpsc::Receiver<Vec<u8>>,
-    /// Bytes received but not read yet.
+    /// The chunk being read, and how much of it was read: an offset rather than draining the
+    /// front, which would move the rest of the chunk on every small read.
     pending: Vec<u8>,
+    read: usize,
     remote_port: u64,
 }
 
@@ -330,16 +334,20 @@ impl AsyncRead for SimStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        if self.pending.is_empty() {
+        if self.read == self.pending.len() {
             match self.reader.poll_next_unpin(cx) {
-                Poll::Ready(Some(chunk)) => self.pending = chunk,
+                Poll::Ready(Some(chunk)) => {
+                    self.pending = chunk;
+                    self.read = 0;
+                }
                 Poll::Ready(None) => return Poll::Ready(Ok(0)),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        let n = buf.len().min(self.pending.len());
-        buf[..n].copy_from_slice(&self.pending[..n]);
-        self.pending.drain(..n);
+        let start = self.read;
+        let n = buf.len().min(self.pending.len() - start);
+        buf[..n].copy_from_slice(&self.pending[start..start + n]);
+        self.read += n;
         Poll::Ready(Ok(n))
     }
 }
@@ -351,6 +359,10 @@ impl AsyncWrite for SimStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let broken = || io::Error::new(io::ErrorKind::BrokenPipe, "simulated link cut");
+        // An empty chunk would read as the end of the stream at the other side.
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         match self.writer.poll_ready(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(_)) => return Poll::Ready(Err(broken())),

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::gossip::GossipError;
 use crate::hostile::{Hostile, HostilePeers, HostileReport};
-use crate::metrics::{DeliveryLog, Report};
+use crate::metrics::{ConnectionsPerNode, DeliveryLog, Report};
 use crate::network::{LinkFaults, SimNetwork};
 
 /// The room every simulated peer joins.
@@ -625,13 +625,24 @@ impl Sim {
             .collect();
         let spammers: Vec<usize> = self.spammers.clone().collect();
         let gossip = self.gossip_counts().await?;
-        Ok(lock(&self.log).report(
+        let mut connections = Vec::with_capacity(honest.len());
+        for &peer in &honest {
+            let node = self.node(peer)?;
+            connections.push(
+                node.connections()
+                    .await
+                    .map_err(|source| SimError::Node { peer, source })?,
+            );
+        }
+        let mut report = lock(&self.log).report(
             &honest,
             &spammers,
             self.started.elapsed(),
             self.network.traffic(),
             gossip,
-        ))
+        );
+        report.connections_per_node = ConnectionsPerNode::of(&connections);
+        Ok(report)
     }
 
     /// What the gossipsub of every node counted, crashed ones included; hostile peers are no

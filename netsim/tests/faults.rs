@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use grapevine_netsim::{LinkFaults, Sim, Topology};
 
 const LATENCY: Duration = Duration::from_millis(150);
@@ -35,6 +35,13 @@ async fn latency_delays_deliveries_and_a_held_link_delivers_after_release() -> R
     ensure!(
         report.latency_per_delivery.p50_ms >= LATENCY.as_millis() as f64,
         "one hop takes at least the link latency: {report}"
+    );
+    let held = report
+        .connections_per_node
+        .context("no connection counts")?;
+    ensure!(
+        held.mean >= 1.0 && held.max <= 2,
+        "each of two peers holds a connection to the other (two if both dialled at once): {report}"
     );
 
     sim.network().hold(0, 1);
