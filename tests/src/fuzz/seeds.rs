@@ -89,7 +89,8 @@ fn with_field(record: &Record, key: &str, value: Value) -> Vec<(Value, Value)> {
     entries
 }
 
-/// The first `b` with length `n` in a CBOR head: `major` type, shortest form unless `wide`.
+/// A CBOR head: major type `major` with argument `n` (a length, or a count of items), in its
+/// shortest form.
 fn head(major: u8, n: u64) -> Vec<u8> {
     let major = major << 5;
     match n {
