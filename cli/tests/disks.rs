@@ -2,7 +2,8 @@
 //! directory exits with status 2 and one line naming it, changing nothing. A running peer whose
 //! disk fills up keeps running: a post that cannot be stored is answered by an `error` line and
 //! is never sent, messages received are still shown, and once the disk has room again
-//! everything works as before; no file is left damaged.
+//! everything works as before; stopped while received messages are unstored, it exits with 1
+//! and gets them back at its next start. No file is left damaged.
 //!
 //! The small disk is a tmpfs mounted in a private mount namespace (`unshare --mount`) that a
 //! `sleep` process holds; the test and the peers reach it through `/proc/<pid>/root`, so the
@@ -25,6 +26,9 @@ use serde_json::Value;
 const ROOM: &str = "disk";
 /// The small disk: room for the device key, the logs and some records, quickly filled.
 const DISK_SIZE: &str = "1m";
+/// Messages received on a full disk just before the peer stops: more than the last page of
+/// its log can take.
+const RECEIVED_AT_THE_END: usize = 20;
 /// Longest number of posts into a full disk before one must fail: the log file's last page
 /// may still have room for a few records.
 const MAX_POSTS_INTO_A_FULL_DISK: usize = 64;
@@ -371,6 +375,35 @@ fn a_peer_whose_disk_fills_up_keeps_running_and_never_sends_what_it_cannot_store
     bo.wait_event("message", &[("body", "after the disk has room")]);
     stored.push("after the disk has room".to_string());
 
+    // Full again when the peer stops, with messages received and not stored: it says so and
+    // exits with 1, and at the next start the other peer gives them back.
+    disk.fill(&filler);
+    let unstored: Vec<String> = (0..RECEIVED_AT_THE_END)
+        .map(|i| format!("to a full disk at the end {i}"))
+        .collect();
+    for body in &unstored {
+        bo.send(body);
+    }
+    ana.wait_all("message", "body", unstored.clone());
+    let (status, _) = ana.finish();
+    let stderr = std::fs::read_to_string(sandbox.path().join("ana.stderr")).unwrap_or_default();
+    println!("stopped on a full disk: {stderr}");
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("storing the rooms")
+            && stderr.matches("No space left on device").count() == 1,
+        "says why, once: {stderr}"
+    );
+    std::fs::remove_file(&filler).expect("removing the filler");
+    let kept = bodies(&common::history_json_in(&sandbox, &data_dir, ROOM));
+    let lost: Vec<String> = unstored
+        .iter()
+        .filter(|body| !kept.contains(*body))
+        .cloned()
+        .collect();
+    assert!(!lost.is_empty(), "some were not stored: {kept:?}");
+    let mut ana = start_ana(&sandbox, &data_dir, Some(&mut bo));
+    ana.wait_all("message", "body", lost);
     assert_eq!(ana.quit().code(), Some(0));
     let (status, bo_lines) = bo.finish();
     assert_eq!(status.code(), Some(0));
@@ -388,7 +421,7 @@ fn a_peer_whose_disk_fills_up_keeps_running_and_never_sends_what_it_cannot_store
     };
     let ana_history = bodies(&common::history_json_in(&sandbox, &data_dir, ROOM));
     let bo_history = bodies(&common::history_json(&sandbox, "bo", ROOM));
-    for body in stored.iter().chain(&[
+    for body in stored.iter().chain(&unstored).chain(&[
         "before the disk fills".to_string(),
         "to a full disk".to_string(),
     ]) {
