@@ -10,7 +10,6 @@ mod input;
 mod line_mode;
 mod logging;
 mod output;
-mod sanitize;
 mod send;
 mod session;
 mod settings;
@@ -22,6 +21,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
+use grapevine_cli::sanitize;
 use grapevine_node::crdt::Identity;
 use grapevine_node::{IDENTITY_FILE, Node};
 

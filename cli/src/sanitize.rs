@@ -6,7 +6,7 @@
 /// by `�`, and bidirectional overrides and isolates (which reorder what follows them) by `�`
 /// too. An escape sequence loses its ESC, so it shows as harmless plain characters. Line breaks
 /// become spaces unless `keep_newlines`.
-pub(crate) fn for_terminal(text: &str, keep_newlines: bool) -> String {
+pub fn for_terminal(text: &str, keep_newlines: bool) -> String {
     text.chars()
         .map(|c| match c {
             '\n' if keep_newlines => '\n',

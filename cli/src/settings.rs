@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use directories::ProjectDirs;
+use grapevine_cli::config_file::{ConfigError, ConfigFile};
 use grapevine_node::{Config, Transport};
 use libp2p::Multiaddr;
-use serde::Deserialize;
 
 use crate::args::CommonArgs;
 
@@ -60,18 +60,6 @@ pub(crate) enum SettingsError {
     },
 }
 
-/// What the config file may hold; every key is optional and unknown keys are refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct ConfigFile {
-    data_dir: Option<PathBuf>,
-    listen: Option<Vec<String>>,
-    bootstrap: Option<Vec<String>>,
-    mdns: Option<bool>,
-    nick: Option<String>,
-    rooms: Option<Vec<String>>,
-}
-
 /// The settings every command runs with.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -99,19 +87,18 @@ impl Settings {
     /// `config.toml` in the platform's config directory if it exists.
     pub(crate) fn resolve(args: &CommonArgs) -> Result<Self, SettingsError> {
         let dirs = ProjectDirs::from("org", "grapevine", "grapevine");
-        let (file, path) = match (&args.config, &dirs) {
-            (Some(path), _) => (read_config(path)?, Some(path.clone())),
+        let file = match (&args.config, &dirs) {
+            (Some(path), _) => read_config(path)?,
             (None, Some(dirs)) => {
                 let path = dirs.config_dir().join(CONFIG_FILE);
                 if path.exists() {
-                    (read_config(&path)?, Some(path))
+                    read_config(&path)?
                 } else {
-                    (ConfigFile::default(), None)
+                    ConfigFile::default()
                 }
             }
-            (None, None) => (ConfigFile::default(), None),
+            (None, None) => ConfigFile::default(),
         };
-        let path = path.unwrap_or_default();
         let data_dir_given = args.data_dir.clone().or(file.data_dir.clone());
         let data_dir = match (&data_dir_given, &dirs) {
             (Some(dir), _) => dir.clone(),
@@ -127,15 +114,15 @@ impl Settings {
             _ => data_dir.join("logs"),
         };
         let (listen, listen_given) = if args.listen.is_empty() {
-            match &file.listen {
-                Some(addrs) => (parse_addrs(addrs, &path)?, true),
+            match file.listen {
+                Some(addrs) => (addrs, true),
                 None => (default_listen(), false),
             }
         } else {
             (args.listen.clone(), true)
         };
         let bootstrap = if args.bootstrap.is_empty() {
-            parse_addrs(file.bootstrap.as_deref().unwrap_or_default(), &path)?
+            file.bootstrap.unwrap_or_default()
         } else {
             args.bootstrap.clone()
         };
@@ -177,26 +164,20 @@ impl Settings {
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile, SettingsError> {
-    let text = std::fs::read_to_string(path).map_err(|cause| SettingsError::ConfigUnreadable {
+    let bytes = std::fs::read(path).map_err(|cause| SettingsError::ConfigUnreadable {
         path: path.to_path_buf(),
         cause,
     })?;
-    toml::from_str(&text).map_err(|e| SettingsError::ConfigInvalid {
-        path: path.to_path_buf(),
-        message: e.message().to_string(),
+    ConfigFile::parse(&bytes).map_err(|e| match e {
+        ConfigError::BadAddress(addr) => SettingsError::BadAddress {
+            path: path.to_path_buf(),
+            addr,
+        },
+        ConfigError::NotUtf8 | ConfigError::Invalid(_) => SettingsError::ConfigInvalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        },
     })
-}
-
-fn parse_addrs(addrs: &[String], path: &Path) -> Result<Vec<Multiaddr>, SettingsError> {
-    addrs
-        .iter()
-        .map(|addr| {
-            addr.parse().map_err(|_| SettingsError::BadAddress {
-                path: path.to_path_buf(),
-                addr: addr.clone(),
-            })
-        })
-        .collect()
 }
 
 /// Every interface, on free ports, over TCP and QUIC.

@@ -20,6 +20,9 @@
 //! - The capability flags are stripped both ways, so neither side ever believes the other accepts
 //!   a whole saved document (which could not be validated change by change); document and
 //!   compressed chunks are refused.
+//! - A peer's Bloom filters are checked before Automerge probes them: one with entries but no
+//!   bits, or more than [`MAX_BLOOM_PROBES`] probes, refuses the message (Automerge would divide
+//!   by zero or allocate without bound).
 //! - The first invalid change ends the session with an error, so a peer holding changes we reject
 //!   cannot keep us in an endless exchange; the caller drops or resets the session and penalises
 //!   the peer.
@@ -33,7 +36,7 @@ use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 
 use automerge::ChangeHash;
-use automerge::sync::{self, SyncDoc};
+use automerge::sync::{self, BloomFilter, SyncDoc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -57,6 +60,10 @@ pub const WIRE_FORMAT_DEFLATE: u8 = 1;
 const PART_COMPRESSION: u32 = 6;
 /// Most epochs one sync message may describe: bounds the work a hostile summary can cause.
 pub const MAX_SYNC_EPOCHS: usize = 65_536;
+/// Most probes per hash a peer's Bloom filter may ask for. Automerge's own filters use 7; it
+/// allocates the probe list of every hash it looks up, so a filter asking for 2^32 probes would
+/// cost 16 GiB per lookup.
+pub const MAX_BLOOM_PROBES: u32 = 64;
 
 /// Why a sync message was refused. The session should be reset; for every variant but
 /// [`SyncError::Room`] (a local failure) the peer sent something invalid and should be penalised.
@@ -219,6 +226,43 @@ fn inflate_bounded(compressed: &[u8]) -> Result<Vec<u8>, SyncError> {
     Ok(part)
 }
 
+/// Why a peer's Bloom filter must not be probed, if it must not. Automerge probes the filters
+/// of a peer's `have` when it picks the changes to send, and trusts their parameters: a filter
+/// with entries but no bits makes it divide by zero (a panic outside any `catch_unwind`), and a
+/// huge probe count makes it allocate without bound. A filter without entries is never probed.
+fn poisoned(bloom: &BloomFilter) -> Option<&'static str> {
+    let bytes = bloom.to_bytes();
+    let mut header = &bytes[..];
+    let (Some(entries), Some(bits_per_entry), Some(probes)) = (
+        read_leb128_u32(&mut header),
+        read_leb128_u32(&mut header),
+        read_leb128_u32(&mut header),
+    ) else {
+        return None;
+    };
+    if entries > 0 && bits_per_entry == 0 {
+        Some("entries but no bits")
+    } else if probes > MAX_BLOOM_PROBES {
+        Some("too many probes")
+    } else {
+        None
+    }
+}
+
+/// Reads an unsigned LEB128 integer that fits in a `u32` off the front of `bytes`.
+fn read_leb128_u32(bytes: &mut &[u8]) -> Option<u32> {
+    let mut value: u64 = 0;
+    for shift in (0..35).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return u32::try_from(value).ok();
+        }
+    }
+    None
+}
+
 impl Room {
     /// The next message to send to the peer of `session`, or `None` when there is nothing to say
     /// (the exchange is over once both sides return `None`). Fails only when an epoch cannot be
@@ -345,6 +389,11 @@ impl Room {
                 .map_err(|_| SyncError::Malformed("Automerge panicked decoding a part".into()))?
                 .map_err(|e| SyncError::Malformed(e.to_string()))?;
             message.flags = None;
+            if let Some(reason) = message.have.iter().find_map(|have| poisoned(&have.bloom)) {
+                return Err(SyncError::Malformed(format!(
+                    "poisoned Bloom filter: {reason}"
+                )));
+            }
             self.wake(*number)?;
             let chunks: Vec<&[u8]> = message.changes.iter().collect();
             let mut unverified = Vec::new();

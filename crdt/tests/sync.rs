@@ -9,7 +9,7 @@ use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 
-use automerge::sync::{BloomFilter, ChunkList, Message};
+use automerge::sync::{BloomFilter, ChunkList, Have, Message, MessageVersion};
 use automerge::{Change, ChangeHash};
 use grapevine_crdt::room::MAX_WAITING_CHANGES;
 use grapevine_crdt::sync::{SyncProgress, WIRE_FORMAT_DEFLATE};
@@ -755,4 +755,60 @@ fn a_chain_longer_than_the_waiting_queue_is_indexed_once_its_first_change_arrive
 
     sync_fresh(&mut receiver, &mut sender);
     assert_converged(&sender, &receiver);
+}
+
+#[test]
+fn a_poisoned_bloom_filter_is_refused_before_the_room_probes_it() {
+    // Found by the sync_receive fuzz target's seeds: Automerge probes a peer's Bloom filter when
+    // it picks the changes to send, dividing by the filter's bit count (zero here) and
+    // allocating the probe list up front (2^32 - 1 probes here): a panic outside any
+    // `catch_unwind`, or 16 GiB, from a message of a few bytes.
+    let mut receiver = replica(lobby());
+    post_many(&mut receiver, 3);
+    let leb = |n: u32| {
+        let mut out = Vec::new();
+        leb128_u32(&mut out, n);
+        out
+    };
+    for (what, filter) in [
+        ("zero bits per entry", [leb(1), leb(0), leb(7)].concat()),
+        (
+            "2^32 - 1 probes",
+            [leb(1), leb(10), leb(u32::MAX), vec![0xff; 2]].concat(),
+        ),
+    ] {
+        let message = Message {
+            heads: vec![ChangeHash([0xcd; 32])],
+            need: Vec::new(),
+            have: vec![Have {
+                last_sync: Vec::new(),
+                bloom: BloomFilter::try_from(&filter[..]).unwrap(),
+            }],
+            changes: ChunkList::empty(),
+            flags: None,
+            version: MessageVersion::V1,
+        };
+        let wire = Wire {
+            p: vec![(0, ByteBuf::from(message.encode()))],
+            s: Vec::new(),
+        };
+        let mut session = SyncSession::new();
+        let error = assert_rejected(&mut receiver, &mut session, &encode_wire(&wire), what);
+        assert!(matches!(error, SyncError::Malformed(_)), "{what}: {error}");
+        session.reset();
+        receiver.generate_sync_message(&mut session).unwrap();
+    }
+}
+
+/// Appends `n` in unsigned LEB128, the integer encoding of Automerge's Bloom filter header.
+fn leb128_u32(out: &mut Vec<u8>, mut n: u32) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::legacy::{Key, ObjectId, OpId, OpType};
 use automerge::{Change, ScalarValue};
 use grapevine_node::behaviour::Envelope;
 use grapevine_node::crdt::{Identity, RecordId, Room, RoomId, record_object};
@@ -153,9 +153,19 @@ pub struct HostileReport {
     /// Room-topic mesh links the silent peers held at their last heartbeat check, all together:
     /// zero would mean they never joined a mesh and the run tested nothing about them.
     pub silent_mesh_links: u64,
-    /// Forged records found in a node's room view or among its received records, counted once
-    /// per node: must be zero.
+    /// Changes deleting or overwriting an honest record the forgers published.
+    pub tamper_sent: u64,
+    /// Honest changes the forgers published again.
+    pub replays_sent: u64,
+    /// Forged records (including the ones overwrites tried to put) found in a node's room view
+    /// or among its received records, counted once per node: must be zero.
     pub forged_stored: usize,
+    /// Honest messages the forgers attacked (deleted, overwrote or replayed), checked at every
+    /// running member.
+    pub targets_checked: usize,
+    /// Of the members, those whose view lacks one of those messages or holds it twice: must be
+    /// zero.
+    pub targets_damaged: usize,
 }
 
 /// The running forgers and silent peers of a simulation, and what they sent.
@@ -174,12 +184,23 @@ pub(crate) struct Sent {
     pub(crate) forged: AtomicU64,
     pub(crate) invalid: AtomicU64,
     pub(crate) forged_ids: Mutex<HashSet<RecordId>>,
+    pub(crate) tampered: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) targets: Mutex<HashSet<RecordId>>,
 }
 
 impl Sent {
     /// The ids of every forged record published so far.
     pub(crate) fn forged_ids(&self) -> HashSet<RecordId> {
         self.forged_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The honest records the forgers tried to delete, overwrite or replay.
+    pub(crate) fn targets(&self) -> HashSet<RecordId> {
+        self.targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -235,6 +256,8 @@ impl HostilePeers {
                     honest: Identity::from_secret_bytes(rng.random()),
                     mallory: Identity::from_secret_bytes(rng.random()),
                     count: 0,
+                    seen: None,
+                    tamperings: 0,
                 };
                 let gap = (hostile.forge_rate > 0.0)
                     .then(|| Duration::from_secs_f64(1.0 / hostile.forge_rate));
@@ -293,7 +316,12 @@ async fn stay_silent(
     }
 }
 
-/// A forger: publishes a forged message every `gap` once anyone listens.
+/// How long a forger waits to see an honest record before forging anything else: tampering
+/// with honest records must reach members before the other forgeries get the forger graylisted.
+const FORGER_PATIENCE: Duration = Duration::from_secs(5);
+
+/// A forger: publishes a forged message every `gap` once anyone listens, starting once it has
+/// seen an honest record (or after [`FORGER_PATIENCE`] in a silent room).
 async fn forge(
     mut peer: BarePeer,
     topic: gossipsub::IdentTopic,
@@ -305,19 +333,29 @@ async fn forge(
     // With no rate the forger only connects and subscribes.
     let mut publish = tokio::time::interval(gap.unwrap_or(Duration::from_secs(3600)));
     let mut next = None;
+    let started = tokio::time::Instant::now();
     loop {
         tokio::select! {
             event = peer.swarm.select_next_some() => {
-                peer.on_event(event);
+                if let Some(gossipsub::Event::Message { message, .. }) = peer.on_event(event)
+                    && let Ok(envelope) = Envelope::decode(&message.data)
+                {
+                    forgery.observe(envelope.c);
+                }
             }
             _ = redial.tick() => peer.dial_missing(),
             _ = publish.tick(), if gap.is_some() => {
+                if forgery.seen.is_none() && started.elapsed() < FORGER_PATIENCE {
+                    continue;
+                }
                 if next.is_none() {
                     next = forgery.next().ok();
                 }
                 if let Some(message) = next.take() {
                     match peer.swarm.behaviour_mut().publish(topic.clone(), message.bytes.clone()) {
                         Ok(_) => sent.count(&message),
+                        // Already seen here (a forgery identical to an earlier one): dropped.
+                        Err(gossipsub::PublishError::Duplicate) => {}
                         // Nobody listens yet: keep the message for the next tick.
                         Err(_) => next = Some(message),
                     }
@@ -327,57 +365,135 @@ async fn forge(
     }
 }
 
-/// One forged message and the record id it carries, if any.
+/// One forged message and what it is.
 struct Forged {
     bytes: Vec<u8>,
-    record: Option<RecordId>,
+    kind: ForgedKind,
+}
+
+/// What a forged message tries.
+enum ForgedKind {
+    /// To get a record with a bad signature stored.
+    Record(RecordId),
+    /// To get bytes that are no Automerge change applied.
+    Invalid,
+    /// To delete or overwrite the honest record `target`; an overwrite puts Mallory's `record`.
+    Tamper {
+        target: RecordId,
+        record: Option<RecordId>,
+    },
+    /// To get the honest record `target` applied twice.
+    Replay { target: RecordId },
 }
 
 impl Sent {
     fn count(&self, message: &Forged) {
-        match message.record {
-            Some(id) => {
+        let insert = |set: &Mutex<HashSet<RecordId>>, id: RecordId| {
+            set.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        };
+        match message.kind {
+            ForgedKind::Record(id) => {
                 self.forged.fetch_add(1, Ordering::Relaxed);
-                self.forged_ids
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id);
+                insert(&self.forged_ids, id);
             }
-            None => {
+            ForgedKind::Invalid => {
                 self.invalid.fetch_add(1, Ordering::Relaxed);
+            }
+            ForgedKind::Tamper { target, record } => {
+                self.tampered.fetch_add(1, Ordering::Relaxed);
+                insert(&self.targets, target);
+                if let Some(id) = record {
+                    insert(&self.forged_ids, id);
+                }
+            }
+            ForgedKind::Replay { target } => {
+                self.replayed.fetch_add(1, Ordering::Relaxed);
+                insert(&self.targets, target);
             }
         }
     }
 }
 
-/// Makes forged messages in turn: an honest author's record re-signed by Mallory, the same
-/// with one signature bit flipped (both inside well-formed Automerge changes), and a change
-/// that is not Automerge at all.
+/// Makes forged messages in turn: an honest author's record re-signed by Mallory (signing as
+/// someone else), the same with one signature bit flipped (both inside well-formed Automerge
+/// changes), a change that is not Automerge at all, and, once the forger has seen an honest
+/// record go by, a change deleting it, a change overwriting it with a record Mallory signed, and
+/// the honest change itself published again (a replay).
 struct Forgery {
     room: RoomId,
     honest: Identity,
     mallory: Identity,
     count: u64,
+    /// The honest change being tampered with, and the record it carries.
+    seen: Option<(Vec<u8>, RecordId)>,
+    /// How many of the three tamperings (delete, overwrite, replay) `seen` has had.
+    tamperings: u8,
 }
 
 impl Forgery {
+    /// Notes an honest change seen on the topic: the next target of tampering once the current
+    /// one has had all three.
+    fn observe(&mut self, change: Vec<u8>) {
+        if self.seen.is_some() && self.tamperings < 3 {
+            return;
+        }
+        let Ok(parsed) = Change::try_from(&change[..]) else {
+            return;
+        };
+        let record = parsed
+            .decode()
+            .operations
+            .into_iter()
+            .find_map(|op| match op.action {
+                OpType::Put(ScalarValue::Bytes(record)) => Some(record),
+                _ => None,
+            });
+        if let Some(record) = record {
+            let id = RecordId(Sha256::digest(&record).into());
+            self.seen = Some((change, id));
+            self.tamperings = 0;
+        }
+    }
+
+    /// Tampering with a newly seen honest record comes first (before the forger is graylisted
+    /// and nobody listens to it any more); the other kinds fill the gaps in turn.
     fn next(&mut self) -> Result<Forged, String> {
         self.count += 1;
-        let kind = self.count % 3;
-        if kind == 0 {
-            let junk = format!("not an automerge change #{}", self.count);
-            return Ok(Forged {
-                bytes: Envelope::encode(junk.as_bytes()),
-                record: None,
-            });
+        if let Some((change, target)) = self.seen.clone()
+            && self.tamperings < 3
+        {
+            self.tamperings += 1;
+            return match self.tamperings {
+                1 => self.deletion(&change, target),
+                2 => self.overwrite(&change, target),
+                _ => Ok(Forged {
+                    bytes: replay_envelope(&change, self.count)?,
+                    kind: ForgedKind::Replay { target },
+                }),
+            };
         }
+        match self.count % 3 {
+            0 => {
+                let junk = format!("not an automerge change #{}", self.count);
+                Ok(Forged {
+                    bytes: Envelope::encode(junk.as_bytes()),
+                    kind: ForgedKind::Invalid,
+                })
+            }
+            kind => self.resigned(kind == 1),
+        }
+    }
+
+    /// An honest author's record signed by Mallory (`by_mallory`), or with one signature bit
+    /// flipped.
+    fn resigned(&mut self, by_mallory: bool) -> Result<Forged, String> {
         let mut replica = Room::in_memory(self.room, self.honest.clone());
         let written = replica
             .post(&format!("forged message #{}", self.count))
             .map_err(|e| e.to_string())?;
         let mut record = written.record.bytes().to_vec();
         let content_len = record.len() - 64;
-        if kind == 1 {
+        if by_mallory {
             let signature = self.mallory.sign(&record[..content_len]);
             record[content_len..].copy_from_slice(&signature);
         } else {
@@ -388,9 +504,87 @@ impl Forgery {
         let change = with_record(&written.change, record, id, object)?;
         Ok(Forged {
             bytes: Envelope::encode(&change),
-            record: Some(id),
+            kind: ForgedKind::Record(id),
         })
     }
+
+    /// Mallory's own well-formed change, turned into a delete of the record `honest_change`
+    /// inserted.
+    fn deletion(&mut self, honest_change: &[u8], target: RecordId) -> Result<Forged, String> {
+        let change = self.tamper(honest_change, |op| op.action = OpType::Delete)?;
+        Ok(Forged {
+            bytes: Envelope::encode(&change),
+            kind: ForgedKind::Tamper {
+                target,
+                record: None,
+            },
+        })
+    }
+
+    /// Mallory's own validly signed record put at the key of the record `honest_change`
+    /// inserted, overwriting it.
+    fn overwrite(&mut self, honest_change: &[u8], target: RecordId) -> Result<Forged, String> {
+        let mut mallorys = None;
+        let change = self.tamper(honest_change, |op| {
+            if let OpType::Put(ScalarValue::Bytes(record)) = &op.action {
+                mallorys = Some(RecordId(Sha256::digest(record).into()));
+            }
+        })?;
+        Ok(Forged {
+            bytes: Envelope::encode(&change),
+            kind: ForgedKind::Tamper {
+                target,
+                record: mallorys,
+            },
+        })
+    }
+
+    /// A change of Mallory's own (one record she signed) whose operation is moved onto the key
+    /// and object of the record `honest_change` inserted, naming that insertion as its
+    /// predecessor (what a real delete or overwrite does), then changed by `edit`.
+    fn tamper(
+        &mut self,
+        honest_change: &[u8],
+        edit: impl FnOnce(&mut automerge::legacy::Op),
+    ) -> Result<Vec<u8>, String> {
+        let honest = Change::try_from(honest_change).map_err(|e| e.to_string())?;
+        let target_op = OpId::new(honest.start_op().get(), honest.actor_id());
+        let honest_op = honest
+            .decode()
+            .operations
+            .into_iter()
+            .next()
+            .ok_or("an honest change has an operation")?;
+        let mut replica = Room::in_memory(self.room, self.mallory.clone());
+        let written = replica
+            .post(&format!("tampering #{}", self.count))
+            .map_err(|e| e.to_string())?;
+        let mut expanded = Change::try_from(&written.change[..])
+            .map_err(|e| e.to_string())?
+            .decode();
+        let op = expanded
+            .operations
+            .first_mut()
+            .ok_or("a record change has an operation")?;
+        op.obj = honest_op.obj;
+        op.key = honest_op.key;
+        op.pred = vec![target_op].into();
+        edit(op);
+        Ok(Change::from(expanded).raw_bytes().to_vec())
+    }
+}
+
+/// An envelope carrying `change` with an extra field `r` = `nonce`: readers ignore unknown
+/// fields, so members get the honest change again, under a new gossip message id (the same bytes
+/// would be a gossip duplicate, dropped before the room sees it).
+fn replay_envelope(change: &[u8], nonce: u64) -> Result<Vec<u8>, String> {
+    let envelope = ciborium::Value::Map(vec![
+        ("c".into(), ciborium::Value::Bytes(change.to_vec())),
+        ("r".into(), nonce.into()),
+    ]);
+    let mut out = Vec::new();
+    ciborium::into_writer(&envelope, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// Re-encodes `change` with `record` (keyed by `id`, in `object`, where a record with that id
@@ -419,29 +613,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_forged_message_is_rejected_by_a_room_and_names_its_forged_record() {
+    fn every_forgery_is_rejected_by_a_room_and_leaves_the_honest_record_it_attacks_intact() {
         let room = RoomId::for_public_name(ROOM).unwrap();
         let mut forgery = Forgery {
             room,
             honest: Identity::generate(),
             mallory: Identity::generate(),
             count: 0,
+            seen: None,
+            tamperings: 0,
         };
+        let mut author = Room::in_memory(room, Identity::generate());
+        let honest = author.post("an honest message").unwrap();
+        let honest_id = honest.record.id();
         let mut replica = Room::in_memory(room, Identity::generate());
+        let applied = replica
+            .apply_remote(std::slice::from_ref(&honest.change))
+            .unwrap();
+        assert!(applied.outcomes[0].is_ok());
+        let heads = replica.heads();
+        forgery.observe(honest.change.clone());
+        let mut kinds = Vec::new();
         for _ in 0..6 {
             let forged = forgery.next().unwrap();
             let change = Envelope::decode(&forged.bytes).unwrap().c;
             let report = replica.apply_remote(&[change]).unwrap();
-            assert!(
-                report.outcomes[0].is_err(),
-                "accepted: {:?}",
-                report.outcomes
-            );
-            if let Some(id) = forged.record {
-                assert!(replica.record(&id).is_none());
+            match forged.kind {
+                ForgedKind::Replay { target } => {
+                    assert_eq!(target, honest_id);
+                    kinds.push("replay");
+                }
+                ForgedKind::Record(id) => {
+                    assert!(
+                        report.outcomes[0].is_err(),
+                        "accepted: {:?}",
+                        report.outcomes
+                    );
+                    assert!(replica.record(&id).is_none());
+                    kinds.push("record");
+                }
+                ForgedKind::Tamper { target, record } => {
+                    assert_eq!(target, honest_id);
+                    assert!(
+                        report.outcomes[0].is_err(),
+                        "accepted: {:?}",
+                        report.outcomes
+                    );
+                    if let Some(id) = record {
+                        assert!(replica.record(&id).is_none());
+                    }
+                    kinds.push("tamper");
+                }
+                ForgedKind::Invalid => {
+                    assert!(
+                        report.outcomes[0].is_err(),
+                        "accepted: {:?}",
+                        report.outcomes
+                    );
+                    kinds.push("invalid");
+                }
             }
+            assert!(replica.record(&honest_id).is_some());
+            assert_eq!(replica.heads(), heads, "a forgery changed the document");
         }
-        assert!(replica.is_empty());
+        assert_eq!(
+            kinds,
+            ["tamper", "tamper", "replay", "record", "record", "invalid"]
+        );
     }
 
     #[test]

@@ -43,6 +43,12 @@ impl DeliveryLog {
             .or_insert(at);
     }
 
+    /// Whether `record` was published by a member through the simulation (a message, not a
+    /// profile or a preloaded record).
+    pub fn was_published(&self, record: &RecordId) -> bool {
+        self.published.contains_key(record)
+    }
+
     /// Whether `peer` received any of `records`.
     pub fn received_any(&self, peer: usize, records: &HashSet<RecordId>) -> bool {
         records.iter().any(|record| {

@@ -460,7 +460,18 @@ impl Sim {
     pub async fn hostile_report(&self) -> Result<HostileReport, SimError> {
         self.settle().await?;
         let forged = self.hostile.sent.forged_ids();
+        // The attacked records that are messages published in the run (a forger may also have
+        // attacked a nickname record, which is in no view's messages).
+        let targets: Vec<RecordId> = {
+            let log = lock(&self.log);
+            let targets = self.hostile.sent.targets();
+            targets
+                .into_iter()
+                .filter(|t| log.was_published(t))
+                .collect()
+        };
         let mut stored = 0;
+        let mut damaged = 0;
         for peer in 0..self.members {
             let Ok(node) = self.node(peer) else {
                 continue;
@@ -472,6 +483,12 @@ impl Sim {
             let in_view = view.messages.iter().any(|m| forged.contains(&m.id));
             if in_view || lock(&self.log).received_any(peer, &forged) {
                 stored += 1;
+            }
+            let intact = targets
+                .iter()
+                .all(|t| view.messages.iter().filter(|m| m.id == *t).count() == 1);
+            if !intact {
+                damaged += 1;
             }
         }
         Ok(HostileReport {
@@ -488,7 +505,11 @@ impl Sim {
                 .iter()
                 .map(|links| links.load(Ordering::Relaxed))
                 .sum(),
+            tamper_sent: self.hostile.sent.tampered.load(Ordering::Relaxed),
+            replays_sent: self.hostile.sent.replayed.load(Ordering::Relaxed),
             forged_stored: stored,
+            targets_checked: targets.len(),
+            targets_damaged: damaged,
         })
     }
 

@@ -1,5 +1,6 @@
 //! Hostile peers cost honest ones little: under forgers and silent peers, honest members still
-//! get (nearly) every honest record, and no forged record is ever stored.
+//! get (nearly) every honest record, no forged record is ever stored, no honest record is deleted,
+//! overwritten or doubled by a forger, and honest replicas reach identical heads.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,6 +33,18 @@ async fn honest_members_deliver_and_store_no_forgery_among_forgers_and_silent_pe
     ensure!(
         hostile.forged_stored == 0,
         "no forged record is stored anywhere: {hostile:?}"
+    );
+    ensure!(
+        hostile.tamper_sent > 0 && hostile.replays_sent > 0 && hostile.targets_checked > 0,
+        "the forgers deleted, overwrote and replayed honest messages: {hostile:?}"
+    );
+    ensure!(
+        hostile.targets_damaged == 0,
+        "every attacked message is intact, once, at every member: {hostile:?}"
+    );
+    ensure!(
+        report.final_convergence_s.is_some(),
+        "honest replicas reach identical heads despite the forgers: {hostile:?}"
     );
     ensure!(report.delivery.published > 0);
     ensure!(

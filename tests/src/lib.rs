@@ -1,1 +1,5 @@
-//! Cross-crate integration tests live in `tests/`; this library is empty on purpose.
+//! Cross-crate test code. The integration tests themselves live in `tests/`; this library holds
+//! what more than one place runs: the bodies and seed corpus of the fuzz targets ([`fuzz`]),
+//! which both libFuzzer (`fuzz/`) and the corpus replay test call.
+
+pub mod fuzz;

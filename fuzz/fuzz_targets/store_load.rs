@@ -1,0 +1,7 @@
+//! Store loading from arbitrary file contents.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(
+    init: grapevine_tests::fuzz::let_caught_panics_unwind(),
+    |data: &[u8]| grapevine_tests::fuzz::store_load(data)
+);
