@@ -46,7 +46,7 @@ fn main() -> ExitCode {
                 || error
                     .downcast_ref::<grapevine_node::NodeError>()
                     .is_some_and(is_usage_error);
-            eprintln!("grapevine: {error:#}");
+            eprintln!("grapevine: {}", error_line(&error));
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
@@ -70,6 +70,24 @@ fn command_line_error(error: &clap::Error) -> ExitCode {
         one_line(&error.render().to_string())
     );
     ExitCode::from(code)
+}
+
+/// An error and its causes in one line, each cause once: many errors of the libraries repeat
+/// their source's text in their own (for callers that show only the top one), so the plain
+/// chain would name a cause two or three times.
+fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Clap's error text in one line: the message with the lines that continue it and its tips,
@@ -186,6 +204,25 @@ async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        use grapevine_node::NodeError;
+        use grapevine_node::crdt::RoomError;
+        use grapevine_node::crdt::store::StoreError;
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let cause = full.to_string();
+        let store = StoreError::Io {
+            path: "rooms/x/epoch-0.log".into(),
+            source: full,
+        };
+        let error = anyhow::Error::new(NodeError::Room(RoomError::Store(store)))
+            .context("storing the rooms");
+        let line = error_line(&error);
+        assert!(line.starts_with("storing the rooms: room: I/O error on rooms/x/epoch-0.log"));
+        assert_eq!(line.matches("epoch-0.log").count(), 1, "{line}");
+        assert_eq!(line.matches(&cause).count(), 1, "{line}");
+    }
 
     #[test]
     fn command_line_errors_read_as_one_line() {

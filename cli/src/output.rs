@@ -151,7 +151,8 @@ pub(crate) enum Output {
         /// What happened.
         message: String,
     },
-    /// Bad input from the user; the program keeps running.
+    /// Bad input from the user, or something that could not be stored (a full disk); the
+    /// program keeps running.
     Error {
         /// What is wrong and what to do.
         message: String,

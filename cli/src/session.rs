@@ -174,6 +174,9 @@ impl Session {
                 peer: peer.map(|p| p.to_string()),
                 message: reason.clone(),
             }],
+            NodeEvent::StorageFailed { reason } => vec![Output::Error {
+                message: reason.clone(),
+            }],
             NodeEvent::SyncProgress { .. } | NodeEvent::HolePunched(_) => Vec::new(),
         }
     }

@@ -20,12 +20,12 @@ pub(crate) const LOG_FILE: &str = "grapevine.log";
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SettingsError {
     /// The config file could not be read.
-    #[error("cannot read config file {path}: {source} (fix the path or drop --config)")]
+    #[error("cannot read config file {path}: {cause} (fix the path or drop --config)")]
     ConfigUnreadable {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why: part of the message, not an error source, so the one line names it once.
+        cause: std::io::Error,
     },
     /// The config file is not valid TOML or has unknown keys or wrong types.
     #[error("config file {path} is invalid: {message}")]
@@ -50,13 +50,13 @@ pub(crate) enum SettingsError {
     NoHome,
     /// The data directory cannot be created or written.
     #[error(
-        "data directory {path} is not usable: {source} (pass --data-dir with a writable directory)"
+        "data directory {path} is not usable: {cause} (pass --data-dir with a writable directory)"
     )]
     DataDir {
         /// The directory.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why: part of the message, not an error source, so the one line names it once.
+        cause: std::io::Error,
     },
 }
 
@@ -140,9 +140,9 @@ impl Settings {
 
     /// Creates the data directory (and checks it can be written) before anything is opened in it.
     pub(crate) fn prepare_data_dir(&self) -> Result<(), SettingsError> {
-        let fail = |source| SettingsError::DataDir {
+        let fail = |cause| SettingsError::DataDir {
             path: self.data_dir.clone(),
-            source,
+            cause,
         };
         std::fs::create_dir_all(&self.data_dir).map_err(fail)?;
         let probe = self.data_dir.join(".write-test");
@@ -164,9 +164,9 @@ impl Settings {
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile, SettingsError> {
-    let bytes = std::fs::read(path).map_err(|source| SettingsError::ConfigUnreadable {
+    let bytes = std::fs::read(path).map_err(|cause| SettingsError::ConfigUnreadable {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     ConfigFile::parse(&bytes).map_err(|e| match e {
         ConfigError::BadAddress(addr) => SettingsError::BadAddress {

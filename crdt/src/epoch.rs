@@ -73,6 +73,10 @@ pub enum EpochError {
     /// The stored snapshot lacks changes the epoch held when it was dropped from memory.
     #[error("epoch {0}: stored snapshot is behind the epoch it should hold")]
     SnapshotBehind(u32),
+    /// A write of this device could not be taken back (a bug: only the last write, with
+    /// nothing applied after it, is ever taken back).
+    #[error("a write cannot be taken back: {0}")]
+    TakeBack(&'static str),
 }
 
 /// What the room keeps of an epoch whose document it dropped from memory: enough to describe it
@@ -101,6 +105,9 @@ pub(crate) struct EpochDoc {
     record_bytes_total: usize,
     local_seq: u64,
     last_local: Option<ChangeHash>,
+    /// The change of this device before `last_local`, so that a write taken back
+    /// ([`EpochDoc::take_back_last_local`]) restores the rule for the next one's dependencies.
+    previous_local: Option<ChangeHash>,
 }
 
 impl EpochDoc {
@@ -132,6 +139,7 @@ impl EpochDoc {
             record_bytes_total: 0,
             local_seq: 0,
             last_local: None,
+            previous_local: None,
         }
     }
 
@@ -278,8 +286,38 @@ impl EpochDoc {
             ));
         }
         self.local_seq += 1;
-        self.last_local = Some(change.hash());
+        self.previous_local = self.last_local.replace(change.hash());
         Ok((signed, change))
+    }
+
+    /// The document without `change`, this device's last write, for
+    /// [`EpochDoc::take_back_last_local`]. Only while nothing was applied after it (it is the one
+    /// head); checked, and nothing is changed, so a caller can give up before committing to it.
+    pub(crate) fn without_last_local(&self, change: &ChangeHash) -> Result<Automerge, EpochError> {
+        if self.last_local != Some(*change) {
+            return Err(EpochError::TakeBack("it is not this device's last write"));
+        }
+        if self.doc.get_heads() != [*change] {
+            return Err(EpochError::TakeBack("changes were applied after it"));
+        }
+        let deps = self
+            .doc
+            .get_change_meta_by_hash(change)
+            .map(|meta| meta.deps)
+            .ok_or(EpochError::TakeBack("it is not in the document"))?;
+        catch_unwind(AssertUnwindSafe(|| self.doc.fork_at(&deps)))
+            .map_err(|_| EpochError::TakeBack("Automerge panicked"))?
+            .map_err(|_| EpochError::TakeBack("Automerge could not rebuild the document"))
+    }
+
+    /// Replaces the document by `before` (from [`EpochDoc::without_last_local`]): this device's
+    /// last write, a record of `signed_len` bytes, is gone as if it had never been written.
+    pub(crate) fn take_back_last_local(&mut self, before: Automerge, signed_len: usize) {
+        self.doc = before;
+        self.local_seq -= 1;
+        self.last_local = self.previous_local.take();
+        self.record_count -= 1;
+        self.record_bytes_total -= signed_len;
     }
 
     /// Applies changes whose dependencies are all present (in the document or earlier in the

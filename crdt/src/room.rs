@@ -475,6 +475,33 @@ impl Room {
         })
     }
 
+    /// Takes back `written`, this device's last write, after a [`Room::flush`] that failed before
+    /// storing it (a full disk, a read-only file system): its change leaves the epoch document,
+    /// the record index and the log buffer, so it is neither sent to peers nor stored by a later
+    /// flush, as if it had never been written. Returns `false`, changing nothing, when the record
+    /// is stored after all (the flush failed on another epoch's log). Only for the last write,
+    /// before anything else changed the room.
+    pub fn unwrite(&mut self, written: &Written) -> Result<bool, RoomError> {
+        let number = written.record.record().epoch;
+        let hash = Change::try_from(&written.change[..])
+            .map_err(|_| RoomError::Internal("a change this device wrote does not parse"))?
+            .hash();
+        let epoch = self.epochs.get(&number).ok_or(RoomError::Internal(
+            "the epoch of the last write is not loaded",
+        ))?;
+        let before = epoch.without_last_local(&hash)?;
+        if let Some(files) = &mut self.files
+            && !files.unappend(number, &written.change)
+        {
+            return Ok(false);
+        }
+        if let Some(epoch) = self.epochs.get_mut(&number) {
+            epoch.take_back_last_local(before, written.record.bytes().len());
+        }
+        self.records.remove(&written.id);
+        Ok(true)
+    }
+
     /// Validates a batch of changes from other peers and applies the valid ones in one Automerge
     /// call per epoch. Invalid changes are rejected with their reason and touch nothing.
     pub fn apply_remote<B: AsRef<[u8]> + Sync>(
@@ -675,26 +702,33 @@ impl Room {
 
     /// Makes every write so far durable (one fsync per touched log: group commit), then compacts
     /// epochs whose logs have grown long. A record is reported stored only after this returns.
+    /// Compaction only saves loading time, so once the logs are durable its failure (a disk too
+    /// full for a snapshot) is logged and tried again at a later flush, not returned: the
+    /// records are stored.
     pub fn flush(&mut self) -> Result<(), RoomError> {
         let Some(files) = &mut self.files else {
             return Ok(());
         };
         files.sync()?;
         for (number, epoch) in &self.epochs {
-            if files.log_frames(*number) >= COMPACT_AFTER_FRAMES {
-                files.compact(*number, &epoch.save())?;
+            if files.log_frames(*number) >= COMPACT_AFTER_FRAMES
+                && let Err(error) = files.compact(*number, &epoch.save())
+            {
+                tracing::warn!(epoch = number, %error, "compaction failed; the log is kept");
             }
         }
-        self.rest_idle_epochs()
+        self.rest_idle_epochs();
+        Ok(())
     }
 
     /// Drops from memory every epoch but the newest that nothing used since the last flush,
     /// compacting it first so its snapshot holds all of it. Memory then grows with the newest
-    /// epoch and the record index, not with the whole history.
-    fn rest_idle_epochs(&mut self) -> Result<(), RoomError> {
+    /// epoch and the record index, not with the whole history. An epoch whose compaction fails
+    /// stays in memory.
+    fn rest_idle_epochs(&mut self) {
         let newest = self.newest_epoch();
         let Some(files) = &mut self.files else {
-            return Ok(());
+            return;
         };
         let idle: Vec<u32> = self
             .epochs
@@ -705,16 +739,16 @@ impl Room {
         for number in idle {
             if let Some(epoch) = self.epochs.remove(&number) {
                 if files.log_frames(number) > 0
-                    && let Err(e) = files.compact(number, &epoch.save())
+                    && let Err(error) = files.compact(number, &epoch.save())
                 {
+                    tracing::warn!(epoch = number, %error, "compaction failed; the epoch stays in memory");
                     self.epochs.insert(number, epoch);
-                    return Err(e.into());
+                    continue;
                 }
                 self.resting.insert(number, epoch.rest());
             }
         }
         self.touched.clear();
-        Ok(())
     }
 
     /// Rewrites every epoch's snapshot and empties its log.

@@ -406,6 +406,25 @@ impl RoomFiles {
         Ok(())
     }
 
+    /// Takes back the last frame appended to `epoch`'s log if it is `change`
+    /// and not yet synced; returns whether it did. `false` means the frame is
+    /// already durable (or was never appended). Lets a caller whose
+    /// [`RoomFiles::sync`] failed withdraw its own write, so that a later sync
+    /// does not store what it reported as not stored.
+    pub fn unappend(&mut self, epoch: u32, change: &[u8]) -> bool {
+        let Some(log) = self.logs.get_mut(&epoch) else {
+            return false;
+        };
+        let mut frame = Vec::new();
+        push_frame(&mut frame, change);
+        if !log.pending.ends_with(&frame) {
+            return false;
+        }
+        log.pending.truncate(log.pending.len() - frame.len());
+        log.frames -= 1;
+        true
+    }
+
     /// Group commit: writes every buffered frame and fsyncs each log written
     /// to (and the directory when a log file is created).
     ///
@@ -521,10 +540,19 @@ fn sync_log(dir: &Path, epoch: u32, log: &mut EpochLog) -> Result<(), StoreError
     };
     // Write at the durable offset rather than the file's end: after a failed
     // attempt this overwrites whatever partial frame it left behind.
-    file.seek(SeekFrom::Start(log.durable_len))
+    let written = file
+        .seek(SeekFrom::Start(log.durable_len))
         .and_then(|_| file.write_all(&log.pending))
-        .and_then(|()| file.sync_data())
-        .map_err(io_err(&path))?;
+        .and_then(|()| file.sync_data());
+    if let Err(e) = written {
+        // Best effort: cut off what reached the file (a torn frame when the
+        // disk filled up), so that neither a damaged tail nor frames the
+        // caller was told are not stored turn up at the next load.
+        let _ = file
+            .set_len(log.durable_len)
+            .and_then(|()| file.sync_data());
+        return Err(io_err(&path)(e));
+    }
     log.durable_len += log.pending.len() as u64;
     log.pending.clear();
     Ok(())

@@ -122,6 +122,49 @@ fn unflushed_writes_are_not_reported_as_stored() {
     assert_eq!(reopened.view().messages[0].text, "durable");
 }
 
+#[test]
+fn a_write_taken_back_after_a_failed_flush_is_neither_stored_nor_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let identity = Identity::generate();
+    let (mut room, _) = Room::open(&store, lobby(), identity.clone()).unwrap();
+    let kept = room.post("kept").unwrap();
+    room.flush().unwrap();
+    let mut other = Room::in_memory(lobby(), Identity::generate());
+    let received = other.post("received, not yet flushed").unwrap();
+    room.apply_remote(&[&received.change]).unwrap();
+
+    let taken = room.post("taken back").unwrap();
+    assert!(room.unwrite(&taken).unwrap());
+    assert!(room.record(&taken.id).is_none());
+    assert!(room.view().messages.iter().all(|m| m.text != "taken back"));
+    // The room goes on as if the write had never happened.
+    let next = room.post("next").unwrap();
+    room.flush().unwrap();
+    let stored = room.post("stored").unwrap();
+    room.flush().unwrap();
+    assert!(!room.unwrite(&stored).unwrap(), "a stored write stays");
+    assert!(room.record(&stored.id).is_some());
+
+    let mut peer = Room::in_memory(lobby(), Identity::generate());
+    sync(&mut room, &mut peer);
+    let texts = |room: &Room| -> Vec<String> {
+        let mut texts: Vec<String> = room.view().messages.into_iter().map(|m| m.text).collect();
+        texts.sort();
+        texts
+    };
+    let expected = ["kept", "next", "received, not yet flushed", "stored"];
+    assert_eq!(texts(&peer), expected);
+    assert!(peer.record(&taken.id).is_none());
+    drop(room);
+    let (reopened, problems) = Room::open(&store, lobby(), identity).unwrap();
+    assert!(problems.is_empty());
+    assert_eq!(texts(&reopened), expected);
+    for id in [kept.id, next.id, stored.id, received.id] {
+        assert!(reopened.record(&id).is_some());
+    }
+}
+
 /// Runs sync between two rooms until both are quiet (bounded).
 fn sync(a: &mut Room, b: &mut Room) {
     let (mut sa, mut sb) = (SyncSession::new(), SyncSession::new());

@@ -122,6 +122,27 @@ fn appends_are_not_durable_until_sync() -> Result<()> {
 }
 
 #[test]
+fn only_the_last_unsynced_frame_can_be_taken_back() -> Result<()> {
+    let tmp = TempDir::new()?;
+    {
+        let (mut room, _) = open(tmp.path())?;
+        room.append(0, b"synced")?;
+        room.sync()?;
+        ensure!(!room.unappend(0, b"synced"), "a synced frame stays");
+        room.append(0, b"kept")?;
+        room.append(0, b"taken back")?;
+        ensure!(!room.unappend(0, b"kept"), "only the last frame");
+        ensure!(!room.unappend(1, b"taken back"), "only in its own epoch");
+        ensure!(room.unappend(0, b"taken back"));
+        ensure!(room.log_frames(0) == 2);
+        room.sync()?;
+    }
+    let (_room, loaded) = open(tmp.path())?;
+    ensure!(epoch_changes(&loaded, 0) == [b"synced".to_vec(), b"kept".to_vec()]);
+    Ok(())
+}
+
+#[test]
 fn compaction_then_appends_reload_as_snapshot_plus_later_changes() -> Result<()> {
     let tmp = TempDir::new()?;
     {

@@ -27,6 +27,10 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// A record of this device could not be stored (a full disk, a read-only file system), so
+    /// it was taken back: it is not sent either, and nothing of it is left to be stored later.
+    #[error("not sent: it could not be stored ({0})")]
+    NotStored(RoomError),
     /// The command names a room this node has not joined.
     #[error("not in room {0:?}")]
     NotJoined(String),

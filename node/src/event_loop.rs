@@ -196,6 +196,8 @@ pub(crate) struct EventLoop {
     unflushed_count: usize,
     /// When the oldest of them was gained.
     unflushed_since: Option<Instant>,
+    /// Rooms whose last flush failed, already reported by [`NodeEvent::StorageFailed`].
+    storage_failing: HashSet<RoomId>,
     /// Bad sync messages per connected peer, which set its gossipsub application score.
     sync_faults: HashMap<PeerId, u32>,
     /// Peers found by mDNS and not expired, with their addresses.
@@ -274,6 +276,7 @@ impl EventLoop {
             unflushed: HashMap::new(),
             unflushed_count: 0,
             unflushed_since: None,
+            storage_failing: HashSet::new(),
             sync_faults: HashMap::new(),
             sync_budgets: HashMap::new(),
             room_peers: HashMap::new(),
@@ -457,9 +460,15 @@ impl EventLoop {
         names
     }
 
-    /// Saves the joined rooms' names, so the next start rejoins them.
-    fn save_room_list(&self) -> Result<(), NodeError> {
-        crate::room_list::save(self.store.dir(), &self.room_names())
+    /// Saves the joined rooms' names, so the next start rejoins them. A failure does not undo
+    /// the join or leave that changed them: it is reported, saying what `follows` from it.
+    fn save_room_list(&mut self, follows: &str) {
+        if let Err(error) = crate::room_list::save(self.store.dir(), &self.room_names()) {
+            tracing::error!(%error, "saving the joined rooms failed");
+            self.emit(NodeEvent::StorageFailed {
+                reason: format!("{error}: {follows}"),
+            });
+        }
     }
 
     /// The connected peers subscribed to a room's topic, sorted.
@@ -534,7 +543,10 @@ impl EventLoop {
         }
         self.refresh_room_peers();
         self.discover_room(id);
-        self.save_room_list()
+        self.save_room_list(&format!(
+            "room {name} is joined but will not be rejoined at the next start"
+        ));
+        Ok(())
     }
 
     fn leave(&mut self, name: &str) -> Result<(), NodeError> {
@@ -556,10 +568,14 @@ impl EventLoop {
         self.rerun.retain(|(_, room)| *room != id);
         self.room_peers.remove(&id);
         self.forget_room(id);
-        self.save_room_list()
+        self.save_room_list(&format!(
+            "room {name} is left but will be rejoined at the next start"
+        ));
+        Ok(())
     }
 
-    /// Writes a record, stores it durably, then publishes its change.
+    /// Writes a record, stores it durably, then publishes its change. A record that cannot be
+    /// stored is taken back before anything else can happen in the room, so no peer ever gets it.
     fn write(
         &mut self,
         name: &str,
@@ -568,7 +584,12 @@ impl EventLoop {
         let joined = self.joined(name)?;
         let written = write(&mut joined.room)?;
         let (room, topic) = (joined.room.id(), joined.topic.clone());
-        self.flush_room(room)?;
+        if let Err(error) = self.flush_room(room) {
+            let taken_back = self.joined(name)?.room.unwrite(&written)?;
+            if taken_back {
+                return Err(NodeError::NotStored(error));
+            }
+        }
         self.emit(NodeEvent::RecordWritten {
             room,
             record: written.record.clone().into(),

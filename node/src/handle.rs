@@ -79,7 +79,8 @@ impl NodeHandle {
         self.ask(|r| Command::Leave(room, r)).await
     }
 
-    /// Posts a message; returns once it is stored durably (then it is published).
+    /// Posts a message; returns once it is stored durably (then it is published). When it cannot
+    /// be stored (a full disk) it fails with [`NodeError::NotStored`] and nothing is sent.
     pub async fn post(&self, room: &str, text: &str) -> Result<RecordId, NodeError> {
         let (room, text) = (room.to_string(), text.to_string());
         self.ask(|r| Command::Post(room, text, r)).await

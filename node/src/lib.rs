@@ -59,7 +59,9 @@ const LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// What the node tells the rest of the program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
-    /// A record from another peer reached a joined room (by gossip or sync) and is stored.
+    /// A record from another peer reached a joined room (by gossip or sync) and is stored; or,
+    /// after [`NodeEvent::StorageFailed`], is held in memory only, until a write to the room's
+    /// files succeeds again.
     RecordReceived {
         /// The room's id.
         room: RoomId,
@@ -116,6 +118,15 @@ pub enum NodeEvent {
     /// A relayed connection to a peer was joined by a direct one through hole punching (DCUtR),
     /// so traffic with that peer no longer depends on a relay's limits.
     HolePunched(PeerId),
+    /// Writing to the data directory failed (a full disk, a read-only file system), so the user
+    /// must be told: the node keeps running, records received are still reported but not stored
+    /// until a write succeeds again, and a post that cannot be stored fails with
+    /// [`NodeError::NotStored`]. Reported once per room until its files take writes again, and
+    /// when the list of joined rooms cannot be saved.
+    StorageFailed {
+        /// What was not stored, why, and what follows.
+        reason: String,
+    },
 }
 
 /// One open connection to a peer, as [`NodeHandle::peer_connections`] reports it.

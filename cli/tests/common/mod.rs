@@ -5,6 +5,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -85,10 +86,15 @@ impl Sandbox {
 
     /// `grapevine chat --plain` for the peer `name`, on loopback without mDNS, with `args` after.
     pub fn chat(&self, name: &str, args: &[&str]) -> Peer {
+        self.chat_in(name, &self.data_dir(name), args)
+    }
+
+    /// [`Sandbox::chat`] with the data directory `data_dir`, wherever it is.
+    pub fn chat_in(&self, name: &str, data_dir: &Path, args: &[&str]) -> Peer {
         let mut command = self.command();
         command
             .arg("--data-dir")
-            .arg(self.data_dir(name))
+            .arg(data_dir)
             .args(["--no-mdns", "--listen", LOOPBACK, "chat", "--plain"])
             .args(args);
         Peer::spawn(name, command, &self.path().join(format!("{name}.stderr")))
@@ -167,6 +173,42 @@ impl Peer {
         if let Some(found) = self.seen.iter().find(|v| matches(v)) {
             return found.clone();
         }
+        self.wait_new(what, matches)
+    }
+
+    /// Waits until, for each of `values`, some `event` line, old or new, has it as its `key`;
+    /// returns those lines. Fails when [`WAIT`] passes with no new one found.
+    pub fn wait_all(
+        &mut self,
+        event: &str,
+        key: &str,
+        values: impl IntoIterator<Item = String>,
+    ) -> Vec<Value> {
+        let mut missing: BTreeSet<String> = values.into_iter().collect();
+        let matches = |v: &Value, missing: &BTreeSet<String>| {
+            v["event"] == event && v[key].as_str().is_some_and(|value| missing.contains(value))
+        };
+        let mut found = Vec::new();
+        for line in &self.seen {
+            if matches(line, &missing) {
+                missing.remove(line[key].as_str().unwrap_or_default());
+                found.push(line.clone());
+            }
+        }
+        while let Some(first) = missing.first() {
+            let what = format!(
+                "{} more {event} events, such as {key} {first:?}",
+                missing.len()
+            );
+            let line = self.wait_new(&what, |v| matches(v, &missing));
+            missing.remove(line[key].as_str().unwrap_or_default());
+            found.push(line);
+        }
+        found
+    }
+
+    /// The next new output line that `matches`; fails after [`WAIT`] with everything seen.
+    fn wait_new(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -241,6 +283,41 @@ impl Peer {
         }
     }
 
+    /// Sends `/quit`, waits for the process to exit, and returns its status with every line it
+    /// printed.
+    pub fn finish(mut self) -> (ExitStatus, Vec<Value>) {
+        self.send("/quit");
+        let status = self.wait_exit();
+        (status, self.drain())
+    }
+
+    /// Kills the process with SIGKILL (no chance to store anything) and returns every line it
+    /// printed, including those still in the pipe when it died.
+    pub fn kill(mut self) -> Vec<Value> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.drain()
+    }
+
+    /// Every line printed, once the process has exited.
+    fn drain(&mut self) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Line::Json(value)) => self.seen.push(value),
+                Ok(Line::NotJson(line)) => self.fail(&format!(
+                    "printed a line that is not a JSON object: {line:?}"
+                )),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.fail("stdout still open after the process ended")
+                }
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
+
     /// The process id, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -298,16 +375,22 @@ pub fn terminate(pid: u32) {
 
 /// The JSON lines of `grapevine history ROOM --json` for the peer `name`.
 pub fn history_json(sandbox: &Sandbox, name: &str, room: &str) -> Vec<Value> {
+    history_json_in(sandbox, &sandbox.data_dir(name), room)
+}
+
+/// The JSON lines of `grapevine history ROOM --json` for the data directory `data_dir`.
+pub fn history_json_in(sandbox: &Sandbox, data_dir: &Path, room: &str) -> Vec<Value> {
     let output = sandbox
         .run()
         .arg("--data-dir")
-        .arg(sandbox.data_dir(name))
+        .arg(data_dir)
         .args(["history", room, "--json"])
         .output()
         .expect("running grapevine history");
     assert!(
         output.status.success(),
-        "history of {name} failed: {}",
+        "history of {} failed: {}",
+        data_dir.display(),
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout)

@@ -1,5 +1,6 @@
 //! Group commit: records gained from gossip or sync are held until the loop has nothing more
-//! ready, made durable with one fsync per room, and only then reported.
+//! ready, made durable with one fsync per room, and only then reported (or, when the disk
+//! refuses the writes, reported unstored after a [`NodeEvent::StorageFailed`]).
 
 use std::time::{Duration, Instant};
 
@@ -37,14 +38,16 @@ impl EventLoop {
     /// Commits every room holding gained records, and reports them.
     pub(super) fn handle_flush(&mut self) {
         for room_id in self.unflushed.keys().copied().collect::<Vec<_>>() {
-            if let Err(e) = self.flush_room(room_id) {
-                tracing::error!(error = %e, "storing received records failed");
-            }
+            // A failure is logged and reported by `flush_room`, once until a flush succeeds.
+            let _ = self.flush_room(room_id);
         }
     }
 
-    /// Makes every write to a room durable, then reports the records it gained meanwhile. After
-    /// a failure they are not reported (sync brings them back after a restart).
+    /// Makes every write to a room durable, then reports the records it gained meanwhile. When
+    /// the files cannot be written (a full disk, a read-only file system) the node goes on
+    /// without them: the first failure is reported as [`NodeEvent::StorageFailed`], the records
+    /// are reported all the same, and they stay buffered, so a later flush that succeeds stores
+    /// them (else sync brings them back after a restart).
     pub(super) fn flush_room(&mut self, room_id: RoomId) -> Result<(), RoomError> {
         let held = self.unflushed.remove(&room_id).unwrap_or_default();
         self.unflushed_count -= held.len();
@@ -54,18 +57,35 @@ impl EventLoop {
         let Some(joined) = self.rooms.get_mut(&room_id) else {
             return Ok(());
         };
-        off_the_runtime(|| joined.room.flush())?;
+        let result = off_the_runtime(|| joined.room.flush());
         let records: Vec<_> = held
             .iter()
             .filter_map(|id| joined.room.record(id).cloned())
             .collect();
+        let name = joined.name.clone();
+        match &result {
+            Ok(()) => {
+                self.storage_failing.remove(&room_id);
+            }
+            Err(error) if self.storage_failing.insert(room_id) => {
+                tracing::error!(room = name, %error, "storing failed; going on without");
+                self.emit(NodeEvent::StorageFailed {
+                    reason: format!(
+                        "room {name}: storing failed ({error}); until the disk takes writes \
+                         again, messages received are shown but not stored and messages posted \
+                         are not sent"
+                    ),
+                });
+            }
+            Err(error) => tracing::debug!(room = name, %error, "storing failed again"),
+        }
         for record in records {
             self.emit(NodeEvent::RecordReceived {
                 room: room_id,
                 record,
             });
         }
-        Ok(())
+        result
     }
 }
 
