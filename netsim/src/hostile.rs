@@ -559,18 +559,12 @@ impl Forgery {
         let written = replica
             .post(&format!("tampering #{}", self.count))
             .map_err(|e| e.to_string())?;
-        let mut expanded = Change::try_from(&written.change[..])
-            .map_err(|e| e.to_string())?
-            .decode();
-        let op = expanded
-            .operations
-            .first_mut()
-            .ok_or("a record change has an operation")?;
-        op.obj = honest_op.obj;
-        op.key = honest_op.key;
-        op.pred = vec![target_op].into();
-        edit(op);
-        Ok(Change::from(expanded).raw_bytes().to_vec())
+        edit_record_op(&written.change, |op| {
+            op.obj = honest_op.obj;
+            op.key = honest_op.key;
+            op.pred = vec![target_op].into();
+            edit(op);
+        })
     }
 }
 
@@ -595,6 +589,18 @@ fn with_record(
     id: RecordId,
     object: ObjectId,
 ) -> Result<Vec<u8>, String> {
+    edit_record_op(change, |op| {
+        op.obj = object;
+        op.action = OpType::Put(ScalarValue::Bytes(record));
+        op.key = Key::Map(id.to_string().into());
+    })
+}
+
+/// Re-encodes the record change `change` after `edit` changed its (only) operation.
+fn edit_record_op(
+    change: &[u8],
+    edit: impl FnOnce(&mut automerge::legacy::Op),
+) -> Result<Vec<u8>, String> {
     let mut expanded = Change::try_from(change)
         .map_err(|e| e.to_string())?
         .decode();
@@ -602,9 +608,7 @@ fn with_record(
         .operations
         .first_mut()
         .ok_or("a record change has an operation")?;
-    op.obj = object;
-    op.action = OpType::Put(ScalarValue::Bytes(record));
-    op.key = Key::Map(id.to_string().into());
+    edit(op);
     Ok(Change::from(expanded).raw_bytes().to_vec())
 }
 
