@@ -203,6 +203,13 @@ impl EpochDoc {
         self.genesis
     }
 
+    /// Whether the document holds nothing but its genesis: such an epoch exists only because sync
+    /// asked a peer about it, so it is left out of summaries and dropped at the next flush that
+    /// finds it unused.
+    pub(crate) fn holds_only_genesis(&self) -> bool {
+        self.doc.get_heads() == [self.genesis]
+    }
+
     /// The document's heads, sorted.
     pub(crate) fn heads(&self) -> Vec<ChangeHash> {
         let mut heads = self.doc.get_heads();

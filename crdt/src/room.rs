@@ -292,10 +292,13 @@ impl Room {
         RoomView::build(self.records.values())
     }
 
-    /// Each epoch's heads: equal everywhere once replicas have converged.
+    /// Each epoch's heads: equal everywhere once replicas have converged. An epoch holding only
+    /// its genesis is left out: every peer can build it, and one may exist on a device only
+    /// because a peer named it in sync.
     pub fn heads(&self) -> BTreeMap<u32, Vec<ChangeHash>> {
         self.epochs
             .iter()
+            .filter(|(_, epoch)| !epoch.holds_only_genesis())
             .map(|(n, epoch)| (*n, epoch.heads()))
             .chain(
                 self.resting
@@ -305,11 +308,24 @@ impl Room {
             .collect()
     }
 
-    /// The newest epoch this device holds, in memory or resting.
+    /// The newest epoch this device holds a change of, in memory or resting. Epochs holding only
+    /// their genesis do not count: a peer may name any epoch number in sync.
     fn newest_epoch(&self) -> Option<u32> {
-        let loaded = self.epochs.keys().next_back();
+        let loaded = self
+            .epochs
+            .iter()
+            .rev()
+            .find(|(_, epoch)| !epoch.holds_only_genesis())
+            .map(|(n, _)| n);
         let resting = self.resting.keys().next_back();
         loaded.max(resting).copied()
+    }
+
+    /// Whether this device holds epoch `number`, in memory (even one holding only its genesis)
+    /// or resting: creating one costs an Automerge document, so sync bounds how many a peer
+    /// makes it create.
+    pub(crate) fn holds_epoch(&self, number: u32) -> bool {
+        self.epochs.contains_key(&number) || self.resting.contains_key(&number)
     }
 
     /// Brings epoch `number` back into memory if it is resting, and marks it as in use so the
@@ -438,12 +454,18 @@ impl Room {
                 if epoch.record_count() >= EPOCH_CAPACITY
                     || epoch.record_bytes_total() >= EPOCH_MAX_BYTES
                 {
-                    n + 1
+                    // A valid author may open the last epoch number: then it keeps growing.
+                    n.saturating_add(1)
                 } else {
                     n
                 }
             }
         };
+        self.write_into(number, body)
+    }
+
+    /// Writes a record of ours into epoch `number` (see [`Room::write`]).
+    pub(crate) fn write_into(&mut self, number: u32, body: Body) -> Result<Written, RoomError> {
         self.touched.insert(number);
         let room = self.id;
         let author = self.identity.public_key();
@@ -706,7 +728,9 @@ impl Room {
     /// full for a snapshot) is logged and tried again at a later flush, not returned: the
     /// records are stored.
     pub fn flush(&mut self) -> Result<(), RoomError> {
+        self.drop_idle_genesis_epochs();
         let Some(files) = &mut self.files else {
+            self.touched.clear();
             return Ok(());
         };
         files.sync()?;
@@ -719,6 +743,15 @@ impl Room {
         }
         self.rest_idle_epochs();
         Ok(())
+    }
+
+    /// Drops every epoch holding only its genesis that nothing used since the last flush: sync
+    /// created it to ask a peer about it, and the peer had nothing (or has not answered yet; the
+    /// next exchange asks again).
+    fn drop_idle_genesis_epochs(&mut self) {
+        let touched = &self.touched;
+        self.epochs
+            .retain(|n, epoch| touched.contains(n) || !epoch.holds_only_genesis());
     }
 
     /// Drops from memory every epoch but the newest that nothing used since the last flush,

@@ -60,6 +60,11 @@ pub const WIRE_FORMAT_DEFLATE: u8 = 1;
 const PART_COMPRESSION: u32 = 6;
 /// Most epochs one sync message may describe: bounds the work a hostile summary can cause.
 pub const MAX_SYNC_EPOCHS: usize = 65_536;
+/// Most epochs this device lacks that one sync message may make it create, in each direction: an
+/// epoch document costs about 1.7 ms and 85 KB to create, and a peer may name any epoch number.
+/// Those left out follow in the next messages, lowest first, so a newcomer catching up on a long
+/// room (20 epochs per 100,000 records) needs one or two more round trips, not more work.
+pub const MAX_NEW_EPOCHS_PER_MESSAGE: usize = 16;
 /// Most probes per hash a peer's Bloom filter may ask for. Automerge's own filters use 7; it
 /// allocates the probe list of every hash it looks up, so a filter asking for 2^32 probes would
 /// cost 16 GiB per lookup.
@@ -274,6 +279,7 @@ impl Room {
         let ours = summary(self);
         let mut parts = Vec::new();
         if let Some(theirs) = session.their_summary.clone() {
+            let mut new_epochs = 0;
             let differing: Vec<u32> = ours
                 .keys()
                 .chain(theirs.keys())
@@ -281,6 +287,13 @@ impl Room {
                 .filter(|n| ours.get(n) != theirs.get(n))
                 .collect::<BTreeSet<_>>()
                 .into_iter()
+                .filter(|n| {
+                    if self.holds_epoch(*n) {
+                        return true;
+                    }
+                    new_epochs += 1;
+                    new_epochs <= MAX_NEW_EPOCHS_PER_MESSAGE
+                })
                 .collect();
             // Epochs are independent documents: each group of them (one per core) generates and
             // compresses in parallel, and the budget is checked between groups.
@@ -384,7 +397,16 @@ impl Room {
             ));
         }
         let mut decoded = Vec::with_capacity(wire.parts.len());
+        let mut new_epochs = 0;
         for (number, part) in &parts {
+            if !self.holds_epoch(*number) {
+                new_epochs += 1;
+                if new_epochs > MAX_NEW_EPOCHS_PER_MESSAGE {
+                    // Left as if never received: the summary names the epoch, so the next
+                    // message asks for it again.
+                    continue;
+                }
+            }
             let mut message = catch_unwind(|| sync::Message::decode(part))
                 .map_err(|_| SyncError::Malformed("Automerge panicked decoding a part".into()))?
                 .map_err(|e| SyncError::Malformed(e.to_string()))?;
@@ -537,6 +559,91 @@ mod tests {
             heads_before,
             "nothing of the refused message was applied"
         );
+    }
+
+    /// Runs sync between two rooms until neither has anything to say; returns the messages sent.
+    fn sync_until_quiet(a: &mut Room, b: &mut Room, max_rounds: usize) -> usize {
+        let (mut a_session, mut b_session) = (SyncSession::new(), SyncSession::new());
+        let mut sent = 0;
+        for _ in 0..max_rounds {
+            let to_b = a.generate_sync_message(&mut a_session).unwrap();
+            if let Some(m) = &to_b {
+                b.receive_sync_message(&mut b_session, m).unwrap();
+                sent += 1;
+            }
+            let to_a = b.generate_sync_message(&mut b_session).unwrap();
+            if let Some(m) = &to_a {
+                a.receive_sync_message(&mut a_session, m).unwrap();
+                sent += 1;
+            }
+            if to_b.is_none() && to_a.is_none() {
+                return sent;
+            }
+        }
+        panic!("sync did not finish in {max_rounds} rounds");
+    }
+
+    #[test]
+    fn a_summary_naming_thousands_of_epochs_creates_a_few_per_message_and_none_stays() {
+        let mut room = Room::in_memory(lobby(), Identity::generate());
+        room.post("hi").unwrap();
+        let heads = room.heads();
+        let wire = WireMessage {
+            parts: Vec::new(),
+            summary: (1..=10_000u32)
+                .map(|n| (n * 7, serde_bytes::ByteArray::new([n as u8; 32])))
+                .collect(),
+        };
+        let mut lie = vec![WIRE_FORMAT_DEFLATE];
+        ciborium::into_writer(&wire, &mut lie).unwrap();
+
+        let mut session = SyncSession::new();
+        for round in 1..=2 {
+            room.receive_sync_message(&mut session, &lie).unwrap();
+            let reply = room.generate_sync_message(&mut session).unwrap().unwrap();
+            let reply: WireMessage = ciborium::from_reader(&reply[1..]).unwrap();
+            let asked_about_unknown = reply.parts.iter().filter(|(n, _)| *n > 0).count();
+            assert_eq!(
+                asked_about_unknown, MAX_NEW_EPOCHS_PER_MESSAGE,
+                "round {round}"
+            );
+            assert_eq!(
+                room.epochs_in_memory(),
+                1 + round * MAX_NEW_EPOCHS_PER_MESSAGE
+            );
+            assert_eq!(
+                room.heads(),
+                heads,
+                "epochs holding only genesis are not listed"
+            );
+        }
+        // The peer never sends anything for them: two flushes later they are gone.
+        room.flush().unwrap();
+        room.flush().unwrap();
+        assert_eq!(room.epochs_in_memory(), 1);
+        room.post("still writing into epoch 0").unwrap();
+        assert_eq!(room.heads().keys().copied().collect::<Vec<_>>(), vec![0]);
+    }
+
+    #[test]
+    fn a_newcomer_catches_up_on_more_epochs_than_one_message_may_open() {
+        let mut long = Room::in_memory(lobby(), Identity::generate());
+        let epochs = 3 * MAX_NEW_EPOCHS_PER_MESSAGE as u32 + 5;
+        for number in 0..epochs {
+            long.write_into(
+                number,
+                crate::record::Body::Message {
+                    text: format!("epoch {number}"),
+                },
+            )
+            .unwrap();
+        }
+        let mut newcomer = Room::in_memory(lobby(), Identity::generate());
+        let messages = sync_until_quiet(&mut newcomer, &mut long, 20);
+        assert_eq!(newcomer.heads(), long.heads());
+        assert_eq!(newcomer.len(), epochs as usize);
+        // Each round trip opens at most the allowed number of epochs on the newcomer's side.
+        assert!(messages >= 2 * 4, "{messages} messages");
     }
 
     #[test]
