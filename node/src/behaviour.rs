@@ -67,10 +67,15 @@ impl Envelope {
     }
 
     /// Reads published bytes; fails on anything that is not an envelope.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        ciborium::from_reader(bytes).map_err(|e| e.to_string())
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        Ok(ciborium::from_reader(bytes)?)
     }
 }
+
+/// Why published bytes are not a gossip envelope: the publisher is penalised for it.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable gossip envelope: {0}")]
+pub struct EnvelopeError(#[from] ciborium::de::Error<std::io::Error>);
 
 /// A sync request: the next sync message of one room, or `None` to ask for the peer's next one.
 /// Public, like [`SyncResponse`] and [`SyncCodec`], so test and simulation peers can speak

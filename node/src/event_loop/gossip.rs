@@ -94,7 +94,7 @@ impl EventLoop {
         let envelope = match Envelope::decode(&message.data) {
             Ok(envelope) => envelope,
             Err(e) => {
-                self.warn(Some(peer), format!("undecodable gossip envelope: {e}"));
+                self.warn(Some(peer), e.to_string());
                 return Some(MessageAcceptance::Reject);
             }
         };
