@@ -63,10 +63,15 @@ impl EventLoop {
         peers
     }
 
+    /// Peers with a sync exchange in flight: closing their connection would cut it off.
+    fn syncing_peers(&self) -> HashSet<PeerId> {
+        self.exchanges.values().map(|e| e.peer).collect()
+    }
+
     /// Peers whose connections must stay whatever happens: a sync exchange in flight, a relay
     /// reservation or circuit held here, or a bootstrap peer (the node's way back into the DHT).
     fn protected_peers(&self) -> HashSet<PeerId> {
-        let mut protected: HashSet<PeerId> = self.exchanges.values().map(|e| e.peer).collect();
+        let mut protected = self.syncing_peers();
         protected.extend(self.bootstrap_peers.iter().copied());
         protected.extend(
             self.connections
@@ -89,7 +94,7 @@ impl EventLoop {
             .all_mesh_peers()
             .copied()
             .collect();
-        let syncing: HashSet<PeerId> = self.exchanges.values().map(|e| e.peer).collect();
+        let syncing = self.syncing_peers();
         let mut extras: Vec<(bool, Instant, PeerId)> = self
             .connections_per_peer()
             .into_iter()

@@ -962,13 +962,14 @@ pub fn sync_receive() -> Vec<Seed> {
                 Compression::none(),
             )]),
         ),
-        // Each epoch a summary names and this device lacks is created to sync it (about
-        // 1.7 ms and 85 KB each, release build): 64 keep the target fast.
+        // Every epoch a summary names and this device lacks costs an epoch document to sync
+        // it (about 1.7 ms and 85 KB, release build); one message may make it create only a
+        // few (`MAX_NEW_EPOCHS_PER_MESSAGE`). Before that bound, this seed cost about 7 s.
         seed(
-            "summary-64-epochs",
+            "summary-4096-epochs",
             frames::join(&[wire(
                 &[],
-                &(0..64).map(|n| (n, [n as u8; 32])).collect::<Vec<_>>(),
+                &(0..4096).map(|n| (n, [n as u8; 32])).collect::<Vec<_>>(),
                 Compression::none(),
             )]),
         ),
