@@ -156,6 +156,18 @@ fn print_report(report: &RunReport) {
         "memory: peak {:.0} MiB, {:.2} MiB per peer",
         usage.peak_rss_mib, usage.rss_per_peer_mib
     );
+    if let Some(quiet) = &report.quiet {
+        if let Some(kept) = quiet.peers_kept {
+            println!(
+                "quiet for {:.0} s, then over {:.0} s: peers kept per member {:.1} mean, {} max",
+                quiet.after_s, quiet.window_s, kept.mean, kept.max
+            );
+        }
+        println!(
+            "idle cpu                 {:.3} % of a core per node",
+            quiet.idle_cpu_percent_per_node
+        );
+    }
     if !report.isolated.is_empty() {
         println!(
             "{} members saw no other room member at the end: {:?}",

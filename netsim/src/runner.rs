@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::baseline::{self, BaselineReport, Ratios};
 use crate::hostile::HostileReport;
-use crate::metrics::Report;
+use crate::metrics::{ConnectionsPerNode, Report};
 use crate::resources::{Reading, Usage};
 use crate::scenario::{Scenario, Step};
 use crate::sim::{Sim, SimError};
@@ -45,10 +45,43 @@ pub struct RunReport {
     pub worst_step_delay_ms: f64,
     /// What the hostile peers did, when the scenario has any.
     pub hostile: Option<HostileReport>,
+    /// The settled network after a quiet period, when the scenario asks for one.
+    pub quiet: Option<Quiet>,
     /// The baseline run, when the scenario asks for one.
     pub baseline: Option<BaselineReport>,
     /// Grapevine over the baseline, when there is one.
     pub ratios: Option<Ratios>,
+}
+
+/// A network left quiet (no traffic) after convergence: what each member keeps and costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quiet {
+    /// Seconds the network was quiet before the window.
+    pub after_s: f64,
+    /// Seconds of the window over which peers kept and idle CPU were measured.
+    pub window_s: f64,
+    /// Peers each honest member was connected to at every sample of the window.
+    pub peers_kept: Option<ConnectionsPerNode>,
+    /// The process's CPU over the window, per node (members and bootstrap nodes), in percent
+    /// of one core; it includes the sampling itself and the simulated network.
+    pub idle_cpu_percent_per_node: f64,
+}
+
+/// Leaves the network quiet for the scenario's `quiet`, then measures over three idle timeouts
+/// the peers each member keeps and the CPU the idle network costs.
+async fn measure_quiet(sim: &Sim, scenario: &Scenario) -> Result<Quiet, SimError> {
+    tokio::time::sleep(scenario.quiet).await;
+    let window = scenario.idle_timeout * 3;
+    let before = Usage::now();
+    let kept = sim.peers_kept(window).await?;
+    let usage = Usage::now().since(&before, 0, 0);
+    let nodes = scenario.peers + scenario.topology.infrastructure_nodes();
+    Ok(Quiet {
+        after_s: scenario.quiet.as_secs_f64(),
+        window_s: window.as_secs_f64(),
+        peers_kept: ConnectionsPerNode::of(&kept),
+        idle_cpu_percent_per_node: usage.cpu_load * 100.0 / nodes.max(1) as f64,
+    })
 }
 
 /// Called as the run goes, with the time played so far (for a progress bar).
@@ -64,6 +97,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         .topology(scenario.topology.clone())
         .link_faults(scenario.link)
         .sync_interval(scenario.sync_interval)
+        .idle_timeout(scenario.idle_timeout)
         .late_joiners(scenario.late_joiners)
         .hostile(scenario.hostile);
     if let Some(dir) = &scenario.store_dir {
@@ -135,6 +169,11 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
     let mut delivery = sim.report().await?;
     delivery.convergence = final_convergence;
     let usage = Usage::now().since(&before, scenario.peers, delivery_count(&delivery));
+    let quiet = if scenario.quiet.is_zero() {
+        None
+    } else {
+        Some(measure_quiet(&sim, scenario).await?)
+    };
     let isolated = isolated(&sim, in_room);
     sim.shutdown().await?;
     let mut report = RunReport {
@@ -150,6 +189,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         late_steps,
         worst_step_delay_ms: worst_delay.as_secs_f64() * 1000.0,
         hostile,
+        quiet,
         baseline: None,
         ratios: None,
     };

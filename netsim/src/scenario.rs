@@ -78,6 +78,15 @@ pub struct Scenario {
     /// How long to wait for convergence after the traffic stops.
     #[serde(default = "default_settle", with = "humantime_serde")]
     pub settle: Duration,
+    /// Idle connection timeout of the members: how long a connection that no room mesh needs
+    /// stays open (the node's default unless set).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// After convergence, how long the room then stays quiet before the run counts the peers
+    /// each member keeps (connected at every sample of three idle timeouts) and the CPU an idle
+    /// node costs; zero measures neither.
+    #[serde(default, with = "humantime_serde")]
+    pub quiet: Duration,
     /// Hostile peers: spammers, forgers, silent peers.
     #[serde(default)]
     pub hostile: Hostile,
@@ -206,6 +215,10 @@ fn default_topology() -> Topology {
 fn default_sync_interval() -> Duration {
     grapevine_node::config::DEFAULT_SYNC_INTERVAL
 }
+fn default_idle_timeout() -> Duration {
+    grapevine_node::config::DEFAULT_IDLE_CONNECTION_TIMEOUT
+}
+
 fn default_settle() -> Duration {
     Duration::from_secs(60)
 }

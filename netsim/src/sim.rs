@@ -1,7 +1,7 @@
 //! A simulation: real Grapevine nodes on a [`SimNetwork`], arranged in a topology, driven by
 //! code (publish, partition, repair, crash, restart) and measured as they go.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use grapevine_node::crdt::RecordId;
 use grapevine_node::{Config, GossipCounts, Node, NodeError, NodeEvent, NodeHandle};
-use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -24,6 +24,8 @@ use crate::hostile::{Hostile, HostilePeers, HostileReport};
 use crate::metrics::{ConnectionsPerNode, DeliveryLog, Report};
 use crate::network::{LinkFaults, SimNetwork};
 
+/// How often [`Sim::peers_kept`] samples every member's peers.
+const KEPT_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// The room every simulated peer joins.
 pub const ROOM: &str = "netsim";
 /// Ports from here on are the fixed listen ports of peers (`/memory/<port>`), so every address
@@ -68,6 +70,16 @@ pub enum Topology {
         /// Links between each pair of neighbouring groups.
         bridges: usize,
     },
+}
+
+impl Topology {
+    /// Nodes the topology adds on top of the room members (bootstrap nodes).
+    pub fn infrastructure_nodes(&self) -> usize {
+        match self {
+            Topology::Bootstrap { nodes } => *nodes,
+            _ => 0,
+        }
+    }
 }
 
 /// Why a simulation step failed.
@@ -148,6 +160,7 @@ pub struct SimBuilder {
     faults: LinkFaults,
     sync_interval: Duration,
     heartbeat: Duration,
+    idle_timeout: Duration,
     late_joiners: usize,
     hostile: Hostile,
     dir: Option<PathBuf>,
@@ -162,6 +175,7 @@ impl Default for SimBuilder {
             faults: LinkFaults::default(),
             sync_interval: grapevine_node::config::DEFAULT_SYNC_INTERVAL,
             heartbeat: grapevine_node::config::DEFAULT_HEARTBEAT,
+            idle_timeout: grapevine_node::config::DEFAULT_IDLE_CONNECTION_TIMEOUT,
             late_joiners: 0,
             hostile: Hostile::default(),
             dir: None,
@@ -206,6 +220,12 @@ impl SimBuilder {
         self
     }
 
+    /// Idle connection timeout of every member (bootstrap nodes keep their own).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
     /// The last `count` members start outside the room and join on [`Sim::join`].
     pub fn late_joiners(mut self, count: usize) -> Self {
         self.late_joiners = count;
@@ -240,10 +260,7 @@ impl SimBuilder {
             .clone()
             .unwrap_or_else(|| temp.path().to_path_buf());
         let network = SimNetwork::new(self.faults, self.seed);
-        let infra_count = match self.topology {
-            Topology::Bootstrap { nodes } => nodes,
-            _ => 0,
-        };
+        let infra_count = self.topology.infrastructure_nodes();
         let total = self.peers + infra_count;
         let addr = peer_addr;
         let in_room = self.peers - self.late_joiners.min(self.peers);
@@ -274,6 +291,7 @@ impl SimBuilder {
                 mdns: false,
                 heartbeat: self.heartbeat,
                 sync_interval: self.sync_interval,
+                idle_connection_timeout: self.idle_timeout,
                 ..Config::default()
             };
             if infra {
@@ -664,6 +682,37 @@ impl Sim {
         );
         report.connections_per_node = ConnectionsPerNode::of(&connections);
         Ok(report)
+    }
+
+    /// How many peers each running honest member stayed connected to at every sample taken
+    /// over `window` (one sample per [`KEPT_SAMPLE_EVERY`]): connections opened for one lookup
+    /// or one sync exchange come and go, the kept ones are in every sample.
+    pub async fn peers_kept(&self, window: Duration) -> Result<Vec<u32>, SimError> {
+        let honest: Vec<usize> = (0..self.members)
+            .filter(|&p| self.is_running(p) && !self.spammers.contains(&p))
+            .collect();
+        let mut kept: Vec<Option<HashSet<PeerId>>> = vec![None; honest.len()];
+        let end = Instant::now() + window;
+        while Instant::now() < end {
+            for (&peer, kept) in honest.iter().zip(&mut kept) {
+                let node = self.node(peer)?;
+                let now: HashSet<PeerId> = node
+                    .peers()
+                    .await
+                    .map_err(|source| SimError::Node { peer, source })?
+                    .into_iter()
+                    .collect();
+                *kept = Some(match kept.take() {
+                    Some(before) => before.intersection(&now).copied().collect(),
+                    None => now,
+                });
+            }
+            tokio::time::sleep(KEPT_SAMPLE_EVERY).await;
+        }
+        Ok(kept
+            .into_iter()
+            .map(|k| k.map_or(0, |k| u32::try_from(k.len()).unwrap_or(u32::MAX)))
+            .collect())
     }
 
     /// What the gossipsub of every node counted, crashed ones included; hostile peers are no

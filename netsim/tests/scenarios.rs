@@ -65,3 +65,35 @@ async fn partition_heal_runs_small_and_converges_after_the_repair() -> Result<()
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_runs_small_and_each_member_keeps_its_mesh_and_a_few_contacts() -> Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/settled.toml");
+    let mut scenario = Scenario::load(&path)?;
+    // More members than a mesh and its contacts, so that keeping too many would show; quiet
+    // long enough for Kademlia's walks of the join to end in a debug build on two cores.
+    scenario.peers = 24;
+    scenario.duration = Duration::from_secs(4);
+    scenario.idle_timeout = Duration::from_secs(2);
+    scenario.quiet = Duration::from_secs(20);
+    scenario.settle = Duration::from_secs(30);
+    let report = runner::run(&scenario, &|_| {}).await?;
+    let quiet = report
+        .quiet
+        .context("the scenario asks for a quiet period")?;
+    println!("{quiet:?}");
+    let kept = quiet.peers_kept.context("members were sampled")?;
+    let bound = grapevine_node::behaviour::MESH_N_HIGH as u32
+        + grapevine_node::config::DEFAULT_ROUTING_CONTACTS;
+    ensure!(
+        kept.max <= bound,
+        "a member kept {} peers, above its mesh and routing contacts ({bound})",
+        kept.max
+    );
+    ensure!(kept.mean >= 1.0, "members kept their room mesh: {kept:?}");
+    ensure!(
+        quiet.idle_cpu_percent_per_node > 0.0,
+        "the idle network was measured: {quiet:?}"
+    );
+    Ok(())
+}
