@@ -438,6 +438,8 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<Baseline
         swarms.run(i, bare);
     }
 
+    tokio::time::sleep(scenario.warmup).await;
+    let cpu_from = Usage::now();
     let start = Instant::now();
     for (at, step) in scenario.schedule() {
         let due = start + at;
@@ -470,8 +472,9 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<Baseline
     }
     let delivery = swarms.report(&spammers, start.elapsed());
     swarms.stop();
-    let usage = Usage::now().since(
+    let usage = crate::runner::steady_usage(
         &before,
+        &cpu_from,
         scenario.peers,
         delivery.latency_per_delivery.count as u64,
     );

@@ -152,6 +152,9 @@ fn print_report(report: &RunReport) {
         },
         usage.cpu_ms_per_delivery
     );
+    if let Some(cpu) = report.warmup_cpu_s {
+        println!("warm-up cpu              {cpu:.1} s (not counted above)");
+    }
     println!(
         "memory: peak {:.0} MiB, {:.2} MiB per peer",
         usage.peak_rss_mib, usage.rss_per_peer_mib

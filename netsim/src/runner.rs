@@ -29,14 +29,17 @@ pub struct RunReport {
     pub peers: usize,
     /// Deliveries and latencies.
     pub delivery: Report,
-    /// Time from the start until every member saw enough room members for a mesh.
+    /// Time from the network's start (the warm-up's, if any) until every member saw enough room
+    /// members for a mesh.
     pub mesh_formation_s: Option<f64>,
     /// For each repair or restart: what it was, and seconds until identical heads everywhere.
     pub convergence_after_faults: Vec<(String, Option<f64>)>,
     /// Seconds from the end of the traffic until identical heads everywhere.
     pub final_convergence_s: Option<f64>,
-    /// CPU and memory of the whole process.
+    /// CPU from the start of the schedule (after any warm-up) and memory of the whole run.
     pub usage: Usage,
+    /// CPU seconds the warm-up took (building the network included), when there was one.
+    pub warmup_cpu_s: Option<f64>,
     /// Running members that saw no other room member at the end: cut off from the room.
     pub isolated: Vec<usize>,
     /// Steps that ran late (the process could not keep up), and the worst delay in ms.
@@ -84,6 +87,23 @@ async fn measure_quiet(sim: &Sim, scenario: &Scenario) -> Result<Quiet, SimError
     })
 }
 
+/// The run's usage: CPU counted from `cpu_from` (the end of the warm-up, or `before`), memory
+/// from `before` (the network's own, built during the warm-up, counts).
+pub(crate) fn steady_usage(
+    before: &Reading,
+    cpu_from: &Reading,
+    peers: usize,
+    deliveries: u64,
+) -> Usage {
+    let now = Usage::now();
+    let whole = now.since(before, peers, deliveries);
+    Usage {
+        peak_rss_mib: whole.peak_rss_mib,
+        rss_per_peer_mib: whole.rss_per_peer_mib,
+        ..now.since(cpu_from, peers, deliveries)
+    }
+}
+
 /// Called as the run goes, with the time played so far (for a progress bar).
 pub type Progress<'a> = &'a (dyn Fn(Duration) + Sync);
 
@@ -108,10 +128,23 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         sim.preload(0, scenario.preload, scenario.traffic.size)
             .await?;
     }
-    let start = Instant::now();
-    let schedule = scenario.schedule();
     let in_room = scenario.peers - scenario.late_joiners;
     let mut mesh_formation = None;
+    let network_up = Instant::now();
+    let mut cpu_from = before;
+    let mut warmup_cpu_s = None;
+    if !scenario.warmup.is_zero() {
+        while network_up.elapsed() < scenario.warmup {
+            if mesh_formation.is_none() && mesh_formed(&sim, in_room) {
+                mesh_formation = Some(network_up.elapsed());
+            }
+            tokio::time::sleep(CONVERGENCE_CHECK).await;
+        }
+        cpu_from = Usage::now();
+        warmup_cpu_s = Some(cpu_from.since(&before, 0, 0).cpu_seconds);
+    }
+    let start = Instant::now();
+    let schedule = scenario.schedule();
     let mut waiting: Option<(String, Instant)> = None;
     let mut convergence_after_faults = Vec::new();
     let (mut late_steps, mut worst_delay) = (0, Duration::ZERO);
@@ -122,7 +155,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         // Between steps: watch the mesh form and a pending convergence complete.
         while Instant::now() < next_at {
             if mesh_formation.is_none() && mesh_formed(&sim, in_room) {
-                mesh_formation = Some(start.elapsed());
+                mesh_formation = Some(network_up.elapsed());
             }
             if let Some((what, since)) = &waiting
                 && sim.converged().await?
@@ -168,7 +201,12 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
     };
     let mut delivery = sim.report().await?;
     delivery.convergence = final_convergence;
-    let usage = Usage::now().since(&before, scenario.peers, delivery_count(&delivery));
+    let usage = steady_usage(
+        &before,
+        &cpu_from,
+        scenario.peers,
+        delivery_count(&delivery),
+    );
     let quiet = if scenario.quiet.is_zero() {
         None
     } else {
@@ -185,6 +223,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         convergence_after_faults,
         final_convergence_s: final_convergence.map(|d| d.as_secs_f64()),
         usage,
+        warmup_cpu_s,
         isolated,
         late_steps,
         worst_step_delay_ms: worst_delay.as_secs_f64() * 1000.0,

@@ -75,6 +75,12 @@ pub struct Scenario {
     /// a directory on disk to measure with real fsyncs.
     #[serde(default)]
     pub store_dir: Option<std::path::PathBuf>,
+    /// How long the network runs before the schedule starts (both Grapevine's and the
+    /// baseline's), so that a scenario about a steady state does not measure the joins: peers
+    /// discovering each other, Kademlia's walks and the first syncs. The CPU it takes is
+    /// reported on its own; zero starts the schedule at once.
+    #[serde(default, with = "humantime_serde")]
+    pub warmup: Duration,
     /// How long to wait for convergence after the traffic stops.
     #[serde(default = "default_settle", with = "humantime_serde")]
     pub settle: Duration,

@@ -14,9 +14,14 @@ async fn the_baseline_runs_the_same_schedule_and_both_sides_are_reported() -> Re
     let mut scenario = Scenario::load(&path)?;
     scenario.peers = 8;
     scenario.duration = Duration::from_secs(4);
+    scenario.warmup = Duration::from_secs(3);
     scenario.settle = Duration::from_secs(20);
     scenario.baseline = Some(Baseline::RawGossipsub);
     let report = runner::run(&scenario, &|_| {}).await?;
+    ensure!(
+        report.warmup_cpu_s.is_some_and(|cpu| cpu > 0.0),
+        "the warm-up's CPU is reported on its own"
+    );
     let baseline = report.baseline.as_ref().context("a baseline report")?;
     let ratios = report.ratios.context("ratios")?;
     println!(
