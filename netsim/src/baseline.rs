@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::gossip::GossipError;
 use crate::gossip::{BarePeer, GossipSettings, REDIAL_INTERVAL};
-use crate::metrics::{DeliveryLog, Percentiles, Report};
+use crate::metrics::{CountsAt, DeliveryLog, Percentiles, Report};
 use crate::network::SimNetwork;
 use crate::resources::{Reading, Usage};
 use crate::runner::Progress;
@@ -200,6 +200,8 @@ struct Swarms {
     deliveries: Arc<AtomicU64>,
     /// What the gossipsub of crashed peers counted before they went down.
     gossip_of_crashed: GossipCounts,
+    /// The counts at the end of the warm-up, left out of the report.
+    before_measuring: CountsAt,
     next_message: u64,
     size: usize,
 }
@@ -337,15 +339,23 @@ impl Swarms {
         Ok(())
     }
 
-    fn report(&self, spammers: &[usize], elapsed: Duration) -> Report {
-        let honest: Vec<usize> = (0..self.peers.len())
-            .filter(|&p| self.is_running(p) && !spammers.contains(&p))
-            .collect();
+    /// What every peer's gossipsub counted so far, crashed peers included.
+    fn gossip_counts(&self) -> GossipCounts {
         let mut gossip = self.gossip_of_crashed;
         for running in self.peers.iter().filter_map(|p| p.running.as_ref()) {
             gossip += GossipCounts::from_registry(&running.metrics);
         }
-        lock(&self.log).report(&honest, spammers, elapsed, self.network.traffic(), gossip)
+        gossip
+    }
+
+    fn report(&self, spammers: &[usize], elapsed: Duration) -> Report {
+        let honest: Vec<usize> = (0..self.peers.len())
+            .filter(|&p| self.is_running(p) && !spammers.contains(&p))
+            .collect();
+        let (traffic, gossip) = self
+            .before_measuring
+            .since(self.network.traffic(), self.gossip_counts());
+        lock(&self.log).report(&honest, spammers, elapsed, &traffic, gossip)
     }
 
     fn stop(&mut self) {
@@ -427,6 +437,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<Baseline
         log: Arc::new(Mutex::new(DeliveryLog::default())),
         deliveries: Arc::new(AtomicU64::new(0)),
         gossip_of_crashed: GossipCounts::default(),
+        before_measuring: CountsAt::default(),
         next_message: 0,
         size: scenario.traffic.size,
     };
@@ -439,6 +450,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<Baseline
     }
 
     tokio::time::sleep(scenario.warmup).await;
+    swarms.before_measuring = CountsAt::now(swarms.network.traffic(), swarms.gossip_counts());
     let cpu_from = Usage::now();
     let start = Instant::now();
     for (at, step) in scenario.schedule() {

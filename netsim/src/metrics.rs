@@ -219,6 +219,48 @@ impl Percentiles {
     }
 }
 
+/// What the network and gossipsub had counted at one moment: a report made later counts only
+/// what came after it (so a warm-up is left out).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CountsAt {
+    bytes: u64,
+    connections: u64,
+    gossip: GossipCounts,
+}
+
+impl CountsAt {
+    /// The counts now.
+    pub fn now(traffic: &Traffic, gossip: GossipCounts) -> Self {
+        Self {
+            bytes: traffic.bytes.load(Ordering::Relaxed),
+            connections: traffic.connections.load(Ordering::Relaxed),
+            gossip,
+        }
+    }
+
+    /// What was counted since this moment, given the counts now.
+    pub fn since(&self, traffic: &Traffic, gossip: GossipCounts) -> (Traffic, GossipCounts) {
+        let since = Traffic::default();
+        let bytes = traffic.bytes.load(Ordering::Relaxed);
+        let connections = traffic.connections.load(Ordering::Relaxed);
+        since
+            .bytes
+            .store(bytes.saturating_sub(self.bytes), Ordering::Relaxed);
+        since.connections.store(
+            connections.saturating_sub(self.connections),
+            Ordering::Relaxed,
+        );
+        let gossip = GossipCounts {
+            received: gossip.received.saturating_sub(self.gossip.received),
+            duplicates: gossip.duplicates.saturating_sub(self.gossip.duplicates),
+            received_bytes: gossip
+                .received_bytes
+                .saturating_sub(self.gossip.received_bytes),
+        };
+        (since, gossip)
+    }
+}
+
 /// Connections held per node at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ConnectionsPerNode {

@@ -142,6 +142,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         }
         cpu_from = Usage::now();
         warmup_cpu_s = Some(cpu_from.since(&before, 0, 0).cpu_seconds);
+        sim.measure_from_now().await?;
     }
     let start = Instant::now();
     let schedule = scenario.schedule();

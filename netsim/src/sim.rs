@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::gossip::GossipError;
 use crate::hostile::{Hostile, HostilePeers, HostileReport};
-use crate::metrics::{ConnectionsPerNode, DeliveryLog, Report};
+use crate::metrics::{ConnectionsPerNode, CountsAt, DeliveryLog, Report};
 use crate::network::{LinkFaults, SimNetwork};
 
 /// How often [`Sim::peers_kept`] samples every member's peers.
@@ -277,6 +277,7 @@ impl SimBuilder {
             spam_posted: AtomicU64::new(0),
             hostile: HostilePeers::default(),
             gossip_of_crashed: GossipCounts::default(),
+            before_measuring: CountsAt::default(),
             _temp: temp,
         };
         let mut neighbours = self.topology.links(self.peers, self.seed);
@@ -372,6 +373,9 @@ pub struct Sim {
     /// What the gossipsub of crashed nodes counted before they went down (a node's counts
     /// start again at zero when it restarts).
     gossip_of_crashed: GossipCounts,
+    /// What the network carried and gossipsub counted before [`Sim::measure_from_now`]: left
+    /// out of the report.
+    before_measuring: CountsAt,
     _temp: TempDir,
 }
 
@@ -655,6 +659,13 @@ impl Sim {
         Ok(())
     }
 
+    /// Leaves what happened so far (a warm-up: the joins' handshakes, lookups and syncs) out of
+    /// the report's bytes, connections and gossip counts.
+    pub async fn measure_from_now(&mut self) -> Result<(), SimError> {
+        self.before_measuring = CountsAt::now(self.network.traffic(), self.gossip_counts().await?);
+        Ok(())
+    }
+
     /// What was measured so far, over honest members: spammers neither count as receivers nor
     /// as publishers.
     pub async fn report(&self) -> Result<Report, SimError> {
@@ -663,7 +674,9 @@ impl Sim {
             .filter(|&p| self.is_running(p) && !self.spammers.contains(&p))
             .collect();
         let spammers: Vec<usize> = self.spammers.clone().collect();
-        let gossip = self.gossip_counts().await?;
+        let (traffic, gossip) = self
+            .before_measuring
+            .since(self.network.traffic(), self.gossip_counts().await?);
         let mut connections = Vec::with_capacity(honest.len());
         for &peer in &honest {
             let node = self.node(peer)?;
@@ -673,13 +686,8 @@ impl Sim {
                     .map_err(|source| SimError::Node { peer, source })?,
             );
         }
-        let mut report = lock(&self.log).report(
-            &honest,
-            &spammers,
-            self.started.elapsed(),
-            self.network.traffic(),
-            gossip,
-        );
+        let mut report =
+            lock(&self.log).report(&honest, &spammers, self.started.elapsed(), &traffic, gossip);
         report.connections_per_node = ConnectionsPerNode::of(&connections);
         Ok(report)
     }
