@@ -289,7 +289,7 @@ impl EventLoop {
                     records,
                 });
             } else {
-                tracing::warn!(%peer, "sync exchange cut off after {MAX_SYNC_ROUNDS} rounds");
+                tracing::debug!(%peer, "sync exchange ended after {MAX_SYNC_ROUNDS} rounds");
             }
             self.end_exchange(peer, room);
         } else {
