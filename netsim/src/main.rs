@@ -139,6 +139,12 @@ fn print_report(report: &RunReport) {
     if let Some(s) = report.mesh_formation_s {
         println!("mesh formed after        {s:.2} s");
     }
+    for (what, took) in &report.caught_up_after_faults {
+        match took {
+            Some(s) => println!("caught up after {what}: {s:.2} s"),
+            None => println!("never caught up after {what}"),
+        }
+    }
     for (what, took) in &report.convergence_after_faults {
         match took {
             Some(s) => println!("converged after {what}: {s:.2} s"),

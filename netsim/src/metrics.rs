@@ -49,6 +49,25 @@ impl DeliveryLog {
         self.published.contains_key(record)
     }
 
+    /// How long after `at` every one of `peers` held every record published before `at` (its
+    /// publisher aside), counting records already held at `at` as zero; `None` while one is
+    /// still missing somewhere. After a repair or a restart this is the time to catch up on
+    /// what was missed, measured even while new traffic keeps heads apart.
+    pub fn caught_up_after(&self, at: Instant, peers: &[usize]) -> Option<Duration> {
+        let mut latest = Duration::ZERO;
+        for (record, &(publisher, published_at)) in &self.published {
+            if published_at >= at {
+                continue;
+            }
+            let got = self.received.get(record);
+            for &peer in peers.iter().filter(|&&p| p != publisher) {
+                let when = got?.get(&peer)?;
+                latest = latest.max(when.saturating_duration_since(at));
+            }
+        }
+        Some(latest)
+    }
+
     /// Whether `peer` received any of `records`.
     pub fn received_any(&self, peer: usize, records: &HashSet<RecordId>) -> bool {
         records.iter().any(|record| {
@@ -399,6 +418,36 @@ mod tests {
         assert_eq!(report.curves.latencies_ms, vec![10.0, 30.0]);
         assert_eq!(report.curves.delivered_at_s, vec![0.01, 0.03]);
         assert_eq!(report.curves.expected, 2);
+    }
+
+    #[test]
+    fn catching_up_counts_records_published_before_the_moment_until_the_last_peer_has_them() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let (r1, r2, r3) = (RecordId([1; 32]), RecordId([2; 32]), RecordId([3; 32]));
+        let mut log = DeliveryLog::default();
+        log.published(r1, 0, at(0));
+        log.published(r2, 1, at(1_000));
+        log.published(r3, 2, at(9_000));
+        log.received(r1, 1, at(2_000));
+        log.received(r2, 0, at(3_000));
+        log.received(r2, 2, at(4_000));
+        // r3 comes after the moment: no one needs to hold it.
+        assert_eq!(
+            log.caught_up_after(at(1_500), &[0, 1, 2]),
+            None,
+            "2 lacks r1"
+        );
+        log.received(r1, 2, at(5_000));
+        assert_eq!(
+            log.caught_up_after(at(1_500), &[0, 1, 2]),
+            Some(Duration::from_millis(3_500))
+        );
+        assert_eq!(
+            log.caught_up_after(at(6_000), &[0, 1, 2]),
+            Some(Duration::ZERO),
+            "everything was held already"
+        );
     }
 
     #[test]

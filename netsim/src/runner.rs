@@ -34,6 +34,10 @@ pub struct RunReport {
     pub mesh_formation_s: Option<f64>,
     /// For each repair or restart: what it was, and seconds until identical heads everywhere.
     pub convergence_after_faults: Vec<(String, Option<f64>)>,
+    /// For each repair or restart: what it was, and seconds until every member (after a
+    /// repair) or the restarted peer held every record published before it; unlike identical
+    /// heads, this does not wait for the traffic to stop.
+    pub caught_up_after_faults: Vec<(String, Option<f64>)>,
     /// Seconds from the end of the traffic until identical heads everywhere.
     pub final_convergence_s: Option<f64>,
     /// CPU from the start of the schedule (after any warm-up) and memory of the whole run.
@@ -148,6 +152,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
     let schedule = scenario.schedule();
     let mut waiting: Option<(String, Instant)> = None;
     let mut convergence_after_faults = Vec::new();
+    let mut catch_ups: Vec<(String, Option<usize>, Instant)> = Vec::new();
     let (mut late_steps, mut worst_delay) = (0, Duration::ZERO);
     let end = start + scenario.duration;
     let mut steps = schedule.into_iter().peekable();
@@ -181,7 +186,15 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
             Step::Restart(peer) => Some(format!("restart of peer {peer}")),
             _ => None,
         };
+        let catching_up = match &step {
+            Step::Repair => Some(("repair".to_string(), None)),
+            Step::Restart(peer) => Some((format!("restart of peer {peer}"), Some(*peer))),
+            _ => None,
+        };
         play(&mut sim, step, scenario.traffic.size).await?;
+        if let Some((what, peer)) = catching_up {
+            catch_ups.push((what, peer, Instant::now()));
+        }
         if let Some(what) = converging {
             if let Some((previous, _)) = waiting.take() {
                 convergence_after_faults.push((previous, None));
@@ -200,6 +213,14 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
     } else {
         Some(sim.hostile_report().await?)
     };
+    let caught_up_after_faults = catch_ups
+        .into_iter()
+        .map(|(what, peer, at)| {
+            let peers = peer.map(|p| vec![p]);
+            let took = sim.caught_up_after(at, peers.as_deref());
+            (what, took.map(|d| d.as_secs_f64()))
+        })
+        .collect();
     let mut delivery = sim.report().await?;
     delivery.convergence = final_convergence;
     let usage = steady_usage(
@@ -222,6 +243,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         delivery,
         mesh_formation_s: mesh_formation.map(|d| d.as_secs_f64()),
         convergence_after_faults,
+        caught_up_after_faults,
         final_convergence_s: final_convergence.map(|d| d.as_secs_f64()),
         usage,
         warmup_cpu_s,

@@ -666,6 +666,18 @@ impl Sim {
         Ok(())
     }
 
+    /// How long after `at` the running honest `peers` (all of them when `None`) held every
+    /// record published before `at`; `None` while one is missing.
+    pub fn caught_up_after(&self, at: Instant, peers: Option<&[usize]>) -> Option<Duration> {
+        let honest: Vec<usize> = match peers {
+            Some(peers) => peers.to_vec(),
+            None => (0..self.members)
+                .filter(|&p| self.is_running(p) && !self.spammers.contains(&p))
+                .collect(),
+        };
+        lock(&self.log).caught_up_after(at, &honest)
+    }
+
     /// What was measured so far, over honest members: spammers neither count as receivers nor
     /// as publishers.
     pub async fn report(&self) -> Result<Report, SimError> {

@@ -63,6 +63,11 @@ async fn partition_heal_runs_small_and_converges_after_the_repair() -> Result<()
         what == "repair" && took.is_some(),
         "converged after the repair"
     );
+    ensure!(
+        matches!(report.caught_up_after_faults.as_slice(), [(what, Some(_))] if what == "repair"),
+        "every member caught up on the records of the split: {:?}",
+        report.caught_up_after_faults
+    );
     Ok(())
 }
 

@@ -77,6 +77,18 @@ const REMEMBERED_MEMBERS: usize = 64;
 /// within a few ticks, rarely enough that a node does not open, sync over and later prune a
 /// connection at nearly every tick.
 const REMEMBERED_SYNC_EVERY: u64 = 4;
+/// Records one received sync message must bring for the node to pass them on at once, by
+/// starting exchanges with [`SPREAD_TO`] other room members: a healed partition or a member back
+/// from offline brings many, and without this they would spread one anti-entropy interval per
+/// hop. In a busy room a sync message often carries the one or two records gossip is still
+/// delivering; those spread by gossip.
+const SPREAD_AFTER_RECORDS: usize = 8;
+/// Room members a node starts exchanges with after a sync message brought it many records.
+const SPREAD_TO: usize = 2;
+/// At most one such spread per room in this interval.
+const SPREAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Announced addresses kept per peer.
+const ANNOUNCED_ADDRS_PER_PEER: usize = 8;
 
 /// A joined room and its topic.
 struct Joined {
@@ -93,6 +105,8 @@ struct Joined {
     /// Anti-entropy ticks so far: every [`REMEMBERED_SYNC_EVERY`]th one goes to a remembered
     /// member that is not connected.
     sync_ticks: u64,
+    /// When records gained by sync were last passed on to other members.
+    last_spread: Option<Instant>,
 }
 
 impl Joined {
@@ -210,6 +224,10 @@ pub(crate) struct EventLoop {
     room_peers: HashMap<RoomId, Vec<PeerId>>,
     /// Each connected peer's remaining budget of sync requests.
     sync_budgets: HashMap<PeerId, SyncBudget>,
+    /// The listen addresses peers announced (identify), kept while they are connected or a
+    /// room remembers them: a remembered member is dialled with them, as Kademlia forgets the
+    /// addresses of peers it failed to reach (all of them, on the other side of a partition).
+    announced_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     sync_exchange_rate: Rate,
     sync_request_rate: Rate,
     dropped_events: u64,
@@ -225,7 +243,12 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NodeEvent>,
     ) -> Self {
-        let mut sync_timer = tokio::time::interval(config.sync_interval);
+        // Each node's anti-entropy ticks start at a random phase: nodes started together (many
+        // restarted at once, a simulation) would otherwise sync, and dial remembered members,
+        // all in step, and a healed partition would wait for their common next turn.
+        let phase = config.sync_interval.mul_f64(rand::random::<f64>());
+        let mut sync_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + phase, config.sync_interval);
         sync_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut room_lookup_timer =
             tokio::time::interval(config.room_lookup_interval.min(LOOKUP_CHECK));
@@ -283,6 +306,7 @@ impl EventLoop {
             storage_failing: HashSet::new(),
             sync_faults: HashMap::new(),
             sync_budgets: HashMap::new(),
+            announced_addrs: HashMap::new(),
             room_peers: HashMap::new(),
             lan_peers: HashMap::new(),
             sync_exchange_rate: config.limits.sync_exchanges_per_peer,
@@ -538,6 +562,7 @@ impl EventLoop {
                 topic: hash.clone(),
                 remembered: VecDeque::new(),
                 sync_ticks: 0,
+                last_spread: None,
                 lookup_backoff: FIRST_LOOKUP_BACKOFF,
                 next_lookup: Instant::now() + FIRST_LOOKUP_BACKOFF,
             },

@@ -115,3 +115,43 @@ async fn joined_rooms_are_rejoined_after_a_restart() -> Result<()> {
     a.shutdown().await?;
     Ok(())
 }
+
+/// Records that arrive by sync are passed on at once: B, syncing with newcomer A, gains A's
+/// history in one message and starts an exchange with C, its other room member, so C holds it
+/// long before any anti-entropy tick (an hour here). A and C never connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_gained_by_sync_reach_the_next_member_without_waiting_for_anti_entropy()
+-> Result<()> {
+    let dirs = [
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    ];
+    let config = |dir: &tempfile::TempDir| grapevine_node::Config {
+        sync_interval: std::time::Duration::from_secs(3600),
+        ..common::config(dir.path(), Transport::Memory)
+    };
+    let (a, _events_a) = Node::spawn(config(&dirs[0])).await?;
+    let (b, _events_b) = Node::spawn(config(&dirs[1])).await?;
+    let (c, _events_c) = Node::spawn(config(&dirs[2])).await?;
+    for node in [&a, &b, &c] {
+        node.join("lobby").await?;
+    }
+    common::connect(&c, &b).await?;
+    c.post("lobby", "from c").await?;
+    common::wait_for_messages(&b, "lobby", 1).await?;
+    for i in 0..20 {
+        a.post("lobby", &format!("a's history {i}")).await?;
+    }
+    common::connect(&a, &b).await?;
+    common::wait_for_messages(&b, "lobby", 21).await?;
+    common::wait_for_messages(&c, "lobby", 21).await?;
+    assert!(
+        !c.peers().await?.contains(&a.peer_id()),
+        "c got a's history through b, not from a"
+    );
+    for node in [a, b, c] {
+        node.shutdown().await?;
+    }
+    Ok(())
+}

@@ -87,6 +87,7 @@ impl EventLoop {
     /// timeout, and are beyond the kept routing contacts (bootstrap peers first, then the longest
     /// connected).
     pub(super) fn handle_prune_tick(&mut self) {
+        self.forget_unneeded_addresses();
         let mesh: HashSet<PeerId> = self
             .swarm
             .behaviour()
@@ -115,6 +116,18 @@ impl EventLoop {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
         }
+    }
+
+    /// Keeps announced addresses only of peers that are connected or remembered by a room.
+    fn forget_unneeded_addresses(&mut self) {
+        let connected: HashSet<PeerId> = self.connections.values().map(|c| c.peer).collect();
+        let remembered: HashSet<PeerId> = self
+            .rooms
+            .values()
+            .flat_map(|joined| joined.remembered.iter().copied())
+            .collect();
+        self.announced_addrs
+            .retain(|peer, _| connected.contains(peer) || remembered.contains(peer));
     }
 
     /// Whether the node is at the point where it makes room rather than taking more peers.

@@ -12,7 +12,7 @@ use libp2p::mdns;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
-use super::{EventLoop, FIRST_LOOKUP_BACKOFF, MAX_LAN_PEERS};
+use super::{ANNOUNCED_ADDRS_PER_PEER, EventLoop, FIRST_LOOKUP_BACKOFF, MAX_LAN_PEERS};
 use crate::behaviour::{KAD_PROTOCOL, MESH_N, MESH_N_LOW, room_provider_key};
 
 impl EventLoop {
@@ -82,6 +82,14 @@ impl EventLoop {
             return;
         };
         self.note_relay(peer_id, &info.protocols);
+        self.announced_addrs.insert(
+            peer_id,
+            info.listen_addrs
+                .iter()
+                .take(ANNOUNCED_ADDRS_PER_PEER)
+                .cloned()
+                .collect(),
+        );
         // Only peers that serve the DHT belong in the routing table.
         if !info.protocols.contains(&StreamProtocol::new(KAD_PROTOCOL)) {
             return;

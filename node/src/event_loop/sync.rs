@@ -1,14 +1,18 @@
 //! History sync over `/grapevine/sync/1`: exchanges this node starts (on a peer's subscription,
-//! on a gap, on the timer) and answers to the exchanges others start.
+//! on a gap, on the timer, after an exchange brought many records) and answers to the exchanges
+//! others start.
 
 use std::time::Instant;
 
 use grapevine_crdt::{RoomId, SyncError};
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundRequestId};
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 
-use super::{EventLoop, Exchange, MAX_SYNC_ROUNDS, REMEMBERED_SYNC_EVERY, Role, SyncBudget};
+use super::{
+    EventLoop, Exchange, MAX_SYNC_ROUNDS, REMEMBERED_SYNC_EVERY, Role, SPREAD_AFTER_RECORDS,
+    SPREAD_INTERVAL, SPREAD_TO, SyncBudget,
+};
 use crate::NodeEvent;
 use crate::behaviour::{SYNC_FAULT_SCORE, SyncRequest, SyncResponse};
 use crate::error::NodeError;
@@ -116,7 +120,12 @@ impl EventLoop {
             start,
             message,
         };
-        let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+        let addresses = self.announced_addrs.get(&peer).cloned().unwrap_or_default();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request_with_addresses(&peer, request, addresses);
         self.exchanges.insert(id, Exchange { peer, room, rounds });
     }
 
@@ -167,6 +176,36 @@ impl EventLoop {
                 peer,
                 new_records,
             });
+        }
+        if new_records >= SPREAD_AFTER_RECORDS {
+            self.spread_synced_records(room, peer);
+        }
+    }
+
+    /// Starts exchanges about `room` with a few connected members other than `from` (which
+    /// just sent many records), at most once per [`SPREAD_INTERVAL`]: records that sync brought
+    /// reach the rest of the room within round trips, not anti-entropy intervals.
+    fn spread_synced_records(&mut self, room: RoomId, from: PeerId) {
+        let Some(joined) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let now = Instant::now();
+        if joined
+            .last_spread
+            .is_some_and(|last| now.duration_since(last) < SPREAD_INTERVAL)
+        {
+            return;
+        }
+        joined.last_spread = Some(now);
+        let topic = joined.topic.clone();
+        let mut others: Vec<PeerId> = self
+            .room_members(&topic)
+            .into_iter()
+            .filter(|p| *p != from && !self.syncing.contains(&(*p, room)))
+            .collect();
+        others.shuffle(&mut rand::rng());
+        for peer in others.into_iter().take(SPREAD_TO) {
+            self.start_sync(peer, room);
         }
     }
 
