@@ -34,9 +34,10 @@ pub struct RunReport {
     pub mesh_formation_s: Option<f64>,
     /// For each repair or restart: what it was, and seconds until identical heads everywhere.
     pub convergence_after_faults: Vec<(String, Option<f64>)>,
-    /// For each repair or restart: what it was, and seconds until every member (after a
-    /// repair) or the restarted peer held every record published before it; unlike identical
-    /// heads, this does not wait for the traffic to stop.
+    /// For each repair, restart or join of a history: what it was, and seconds until every
+    /// member (after a repair) or the restarted peer held every record published before it, or
+    /// the joiner held the preloaded history; unlike identical heads, this does not wait for
+    /// the traffic to stop.
     pub caught_up_after_faults: Vec<(String, Option<f64>)>,
     /// Seconds from the end of the traffic until identical heads everywhere.
     pub final_convergence_s: Option<f64>,
@@ -108,6 +109,17 @@ pub(crate) fn steady_usage(
     }
 }
 
+/// Who must catch up after a step, and on what.
+#[derive(Debug, Clone, Copy)]
+enum CatchUp {
+    /// Every member, on every record published before (a repair).
+    Everyone,
+    /// One peer, on every record published before (a restart).
+    Peer(usize),
+    /// A peer that joined, on the preloaded history (its sync exchanges report the count).
+    History(usize),
+}
+
 /// Called as the run goes, with the time played so far (for a progress bar).
 pub type Progress<'a> = &'a (dyn Fn(Duration) + Sync);
 
@@ -152,7 +164,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
     let schedule = scenario.schedule();
     let mut waiting: Option<(String, Instant)> = None;
     let mut convergence_after_faults = Vec::new();
-    let mut catch_ups: Vec<(String, Option<usize>, Instant)> = Vec::new();
+    let mut catch_ups: Vec<(String, CatchUp, Instant)> = Vec::new();
     let (mut late_steps, mut worst_delay) = (0, Duration::ZERO);
     let end = start + scenario.duration;
     let mut steps = schedule.into_iter().peekable();
@@ -187,8 +199,15 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
             _ => None,
         };
         let catching_up = match &step {
-            Step::Repair => Some(("repair".to_string(), None)),
-            Step::Restart(peer) => Some((format!("restart of peer {peer}"), Some(*peer))),
+            Step::Repair => Some(("repair".to_string(), CatchUp::Everyone)),
+            Step::Restart(peer) => Some((format!("restart of peer {peer}"), CatchUp::Peer(*peer))),
+            Step::Join(peer) if scenario.preload > 0 => Some((
+                format!(
+                    "join of peer {peer} ({} records to fetch)",
+                    scenario.preload
+                ),
+                CatchUp::History(*peer),
+            )),
             _ => None,
         };
         play(&mut sim, step, scenario.traffic.size).await?;
@@ -215,9 +234,12 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
     };
     let caught_up_after_faults = catch_ups
         .into_iter()
-        .map(|(what, peer, at)| {
-            let peers = peer.map(|p| vec![p]);
-            let took = sim.caught_up_after(at, peers.as_deref());
+        .map(|(what, who, at)| {
+            let took = match who {
+                CatchUp::Everyone => sim.caught_up_after(at, None),
+                CatchUp::Peer(peer) => sim.caught_up_after(at, Some(&[peer])),
+                CatchUp::History(peer) => sim.synced_history_after(peer, at, scenario.preload),
+            };
             (what, took.map(|d| d.as_secs_f64()))
         })
         .collect();

@@ -272,6 +272,7 @@ impl SimBuilder {
             log: Arc::new(Mutex::new(DeliveryLog::default())),
             events_seen: Arc::new(AtomicU64::new(0)),
             room_peers: Arc::new(Mutex::new(HashMap::new())),
+            syncs_completed: Arc::new(Mutex::new(HashMap::new())),
             seed: self.seed,
             spammers: self.hostile.spammer_peers(self.peers, in_room),
             spam_posted: AtomicU64::new(0),
@@ -365,6 +366,8 @@ pub struct Sim {
     events_seen: Arc<AtomicU64>,
     /// Each member's connected room members, from its events.
     room_peers: Arc<Mutex<HashMap<usize, usize>>>,
+    /// Each member's completed sync exchanges: when, and how many records its room held then.
+    syncs_completed: Arc<Mutex<SyncsCompleted>>,
     seed: u64,
     /// Members that spam: not honest receivers or publishers.
     spammers: Range<usize>,
@@ -430,6 +433,7 @@ impl Sim {
         let log = self.log.clone();
         let events_seen = self.events_seen.clone();
         let room_peers = self.room_peers.clone();
+        let syncs_completed = self.syncs_completed.clone();
         let collector = tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 match event {
@@ -438,6 +442,12 @@ impl Sim {
                     }
                     NodeEvent::RoomPeersChanged { peers, .. } => {
                         lock_counts(&room_peers).insert(peer, peers.len());
+                    }
+                    NodeEvent::SyncCompleted { records, .. } => {
+                        lock_syncs(&syncs_completed)
+                            .entry(peer)
+                            .or_default()
+                            .push((Instant::now(), records));
                     }
                     _ => {}
                 }
@@ -666,6 +676,21 @@ impl Sim {
         Ok(())
     }
 
+    /// How long after `at` a sync exchange of `peer` completed with its room holding at least
+    /// `records` records (a late joiner catching up on a long history); `None` if none did.
+    pub fn synced_history_after(
+        &self,
+        peer: usize,
+        at: Instant,
+        records: usize,
+    ) -> Option<Duration> {
+        lock_syncs(&self.syncs_completed)
+            .get(&peer)?
+            .iter()
+            .find(|(when, held)| *when >= at && *held >= records)
+            .map(|(when, _)| when.duration_since(at))
+    }
+
     /// How long after `at` the running honest `peers` (all of them when `None`) held every
     /// record published before `at`; `None` while one is missing.
     pub fn caught_up_after(&self, at: Instant, peers: Option<&[usize]>) -> Option<Duration> {
@@ -771,6 +796,13 @@ fn lock_counts(
     counts: &Mutex<HashMap<usize, usize>>,
 ) -> std::sync::MutexGuard<'_, HashMap<usize, usize>> {
     counts.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Each member's completed sync exchanges: when, and the records its room held then.
+type SyncsCompleted = HashMap<usize, Vec<(Instant, usize)>>;
+
+fn lock_syncs(syncs: &Mutex<SyncsCompleted>) -> std::sync::MutexGuard<'_, SyncsCompleted> {
+    syncs.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn lock(log: &Mutex<DeliveryLog>) -> std::sync::MutexGuard<'_, DeliveryLog> {
