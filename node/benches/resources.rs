@@ -127,6 +127,7 @@ fn bootstrap_config(dir: &Path, transport: Transport) -> Config {
             max_established: BOOTSTRAP_MAX_CONNECTIONS,
             max_established_incoming: BOOTSTRAP_MAX_CONNECTIONS,
             max_pending_incoming: BOOTSTRAP_MAX_CONNECTIONS,
+            max_pending_incoming_per_range: BOOTSTRAP_MAX_CONNECTIONS,
             routing_contacts: BOOTSTRAP_MAX_CONNECTIONS,
             ..Limits::default()
         },

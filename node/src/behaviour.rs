@@ -183,8 +183,8 @@ impl request_response::Codec for SyncCodec {
     }
 }
 
-/// Every protocol of a node: blocked peers and connection bounds first (so they can refuse
-/// before anyone else acts), then room gossip, history sync, identify, ping, Kademlia and mDNS for discovery, and
+/// Every protocol of a node: blocked peers and connection bounds (in all and per address range)
+/// first (so they can refuse before anyone else acts), then room gossip, history sync, identify, ping, Kademlia and mDNS for discovery, and
 /// NAT traversal: AutoNAT, the circuit relay v2 client (and server on bootstrap nodes) and DCUtR.
 ///
 /// AutoNAT is version 2 (`/libp2p/autonat/2/*`), which libp2p 0.57 ships beside v1 and which works
@@ -199,6 +199,7 @@ impl request_response::Codec for SyncCodec {
 pub(crate) struct Behaviour {
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) handshakes: crate::handshake_quota::Behaviour,
     pub(crate) memory: memory_connection_limits::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
@@ -261,6 +262,15 @@ impl Behaviour {
         let local = keypair.public().to_peer_id();
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config.set_periodic_bootstrap_interval(Some(KAD_BOOTSTRAP_INTERVAL));
+        // The event loop adds peers itself, within the quota of peers per address range.
+        kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
+        // S/Kademlia disjoint paths: each of the α = 3 paths of a lookup asks only the peers it
+        // found itself, so a path that starts at an honest peer stays among the peers honest
+        // answers lead to, even when ids ground near the key answer with one another only. With
+        // the quota per address range (at most 2 peers of a range per bucket, so one of the first
+        // 3 asked is from elsewhere) it is what lets lookups through a range attack (see the
+        // `kademlia_sybils` test).
+        kad_config.disjoint_query_paths(true);
         let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kad_config);
         // Not libp2p's auto mode, which would also serve behind a relayed address: the event
         // loop moves to server mode when a direct external address is confirmed.
@@ -302,6 +312,7 @@ impl Behaviour {
         Ok(Self {
             blocked: allow_block_list::Behaviour::default(),
             limits,
+            handshakes: crate::handshake_quota::Behaviour::new(l.max_pending_incoming_per_range),
             memory,
             gossipsub,
             sync,

@@ -62,6 +62,10 @@ pub const DEFAULT_MAX_ESTABLISHED_OUTGOING: u32 = 64;
 pub const DEFAULT_MAX_ESTABLISHED: u32 = 128;
 /// Handshakes in progress from others: bounds the work a burst of dials can make us do.
 pub const DEFAULT_MAX_PENDING_INCOMING: u32 = 32;
+/// Handshakes in progress from one address range (an IPv4 /24, an IPv6 /48): a quarter of
+/// [`DEFAULT_MAX_PENDING_INCOMING`], so silent connections from one range, each holding a slot
+/// until the 10 s connection timeout, cannot keep every other newcomer out.
+pub const DEFAULT_MAX_PENDING_INCOMING_PER_RANGE: u32 = 8;
 /// Our own dials in progress: a room lookup dials at most a few tens of providers at once.
 pub const DEFAULT_MAX_PENDING_OUTGOING: u32 = 32;
 /// Connections kept to peers outside every room mesh (the bootstrap node, DHT contacts): enough
@@ -88,6 +92,16 @@ pub const DEFAULT_SYNC_REQUESTS_PER_PEER: Rate = Rate {
     per_second: 8.0,
 };
 
+/// Kademlia routing-table peers of one address range (an IPv4 /24, an IPv6 /48) in one k-bucket:
+/// Ethereum discovery's `bucketIPLimit`. Below Kademlia's lookup parallelism (α = 3), so even
+/// when ids of one range sit closest to a key, the first round of a lookup of that key also asks
+/// a peer from elsewhere.
+pub const DEFAULT_KAD_PEERS_PER_RANGE_IN_BUCKET: usize = 2;
+/// Kademlia routing-table peers of one address range in the whole table: Ethereum discovery's
+/// `tableIPLimit`. A rented /24 can place at most this many of its ids in any node's table, yet
+/// a few honest DHT servers sharing a hosting block all fit.
+pub const DEFAULT_KAD_PEERS_PER_RANGE: usize = 10;
+
 /// Bootstrap node, established connections in all: a few hundred newcomers asking the DHT at once
 /// plus the peers holding relay reservations, well within a small VPS's 1,024 file descriptors.
 pub const BOOTSTRAP_MAX_ESTABLISHED: u32 = 384;
@@ -98,6 +112,9 @@ pub const BOOTSTRAP_MAX_ESTABLISHED_OUTGOING: u32 = 64;
 /// Bootstrap node, handshakes in progress from others: tight, since each costs a Noise handshake
 /// on a small CPU and a burst of dials is the cheapest way to load a public node.
 pub const BOOTSTRAP_MAX_PENDING_INCOMING: u32 = 16;
+/// Bootstrap node, handshakes in progress from one address range: a quarter of
+/// [`BOOTSTRAP_MAX_PENDING_INCOMING`], as on a chat node.
+pub const BOOTSTRAP_MAX_PENDING_INCOMING_PER_RANGE: u32 = 4;
 /// Bootstrap node, its own dials in progress: DHT refreshes and AutoNAT dial-backs.
 pub const BOOTSTRAP_MAX_PENDING_OUTGOING: u32 = 16;
 /// Bootstrap node, share of memory: the node is the VPS's main process, but the kernel's socket
@@ -162,6 +179,35 @@ impl Default for RelayLimits {
     }
 }
 
+/// How many Kademlia routing-table peers of one address range (an IPv4 /24, an IPv6 /48; loopback
+/// counts by its /24, local-network and non-IP addresses not at all) a node keeps, so ids ground
+/// near a room's key from one range cannot fill the k-buckets that lookups of that key go
+/// through. A peer over the quota is not added; it can still be connected and talked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeQuota {
+    /// Peers of one range in one k-bucket.
+    pub per_bucket: usize,
+    /// Peers of one range in the whole routing table.
+    pub per_table: usize,
+}
+
+impl RangeQuota {
+    /// Whether one more peer fits, given how many of its range its k-bucket and the whole table
+    /// already hold.
+    pub(crate) fn admits(&self, in_bucket: usize, in_table: usize) -> bool {
+        in_bucket < self.per_bucket && in_table < self.per_table
+    }
+}
+
+impl Default for RangeQuota {
+    fn default() -> Self {
+        Self {
+            per_bucket: DEFAULT_KAD_PEERS_PER_RANGE_IN_BUCKET,
+            per_table: DEFAULT_KAD_PEERS_PER_RANGE,
+        }
+    }
+}
+
 /// Bounds on connections and on the work one peer can ask for, so no number of peers can
 /// exhaust memory or file descriptors.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,6 +225,9 @@ pub struct Limits {
     pub max_established: u32,
     /// Most incoming connections still in their handshake.
     pub max_pending_incoming: u32,
+    /// Most incoming connections still in their handshake from one address range (an IPv4 /24,
+    /// an IPv6 /48; local-network addresses are not counted).
+    pub max_pending_incoming_per_range: u32,
     /// Most outgoing dials still in progress.
     pub max_pending_outgoing: u32,
     /// Share (0 to 1) of the machine's physical memory above which new connections are refused.
@@ -193,6 +242,8 @@ pub struct Limits {
     pub sync_exchanges_per_peer: Rate,
     /// Sync requests of any kind one peer may send; requests over it are answered with nothing.
     pub sync_requests_per_peer: Rate,
+    /// Kademlia routing-table peers kept per address range.
+    pub kad_range_quota: RangeQuota,
 }
 
 impl Default for Limits {
@@ -203,11 +254,13 @@ impl Default for Limits {
             max_established_outgoing: DEFAULT_MAX_ESTABLISHED_OUTGOING,
             max_established: DEFAULT_MAX_ESTABLISHED,
             max_pending_incoming: DEFAULT_MAX_PENDING_INCOMING,
+            max_pending_incoming_per_range: DEFAULT_MAX_PENDING_INCOMING_PER_RANGE,
             max_pending_outgoing: DEFAULT_MAX_PENDING_OUTGOING,
             max_memory_fraction: DEFAULT_MAX_MEMORY_FRACTION,
             routing_contacts: DEFAULT_ROUTING_CONTACTS,
             sync_exchanges_per_peer: DEFAULT_SYNC_EXCHANGES_PER_PEER,
             sync_requests_per_peer: DEFAULT_SYNC_REQUESTS_PER_PEER,
+            kad_range_quota: RangeQuota::default(),
         }
     }
 }
@@ -222,11 +275,13 @@ impl Limits {
             max_established_outgoing: BOOTSTRAP_MAX_ESTABLISHED_OUTGOING,
             max_established: BOOTSTRAP_MAX_ESTABLISHED,
             max_pending_incoming: BOOTSTRAP_MAX_PENDING_INCOMING,
+            max_pending_incoming_per_range: BOOTSTRAP_MAX_PENDING_INCOMING_PER_RANGE,
             max_pending_outgoing: BOOTSTRAP_MAX_PENDING_OUTGOING,
             max_memory_fraction: BOOTSTRAP_MAX_MEMORY_FRACTION,
             routing_contacts: DEFAULT_ROUTING_CONTACTS,
             sync_exchanges_per_peer: DEFAULT_SYNC_EXCHANGES_PER_PEER,
             sync_requests_per_peer: DEFAULT_SYNC_REQUESTS_PER_PEER,
+            kad_range_quota: RangeQuota::default(),
         }
     }
 }
@@ -368,5 +423,22 @@ impl Config {
             idle_connection_timeout: BOOTSTRAP_IDLE_CONNECTION_TIMEOUT,
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_range_quota_admits_below_both_bounds_only() {
+        let quota = RangeQuota {
+            per_bucket: 2,
+            per_table: 10,
+        };
+        assert!(quota.admits(0, 0));
+        assert!(quota.admits(1, 9));
+        assert!(!quota.admits(2, 2));
+        assert!(!quota.admits(0, 10));
     }
 }

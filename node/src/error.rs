@@ -48,6 +48,9 @@ pub enum NodeError {
     /// A dial could not be started.
     #[error("dial: {0}")]
     Dial(String),
+    /// Too many DHT lookups asked for through the handle are still running; try again later.
+    #[error("{0} DHT lookups are already running")]
+    TooManyLookups(usize),
     /// The event loop has ended (after shutdown, or the task failed).
     #[error("the node has stopped")]
     Stopped,

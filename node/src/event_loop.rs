@@ -20,12 +20,13 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::mpsc;
 use tokio::time::Interval;
 
+use crate::address_range::AddressRange;
 use crate::behaviour::{Behaviour, BehaviourEvent, Envelope, room_topic, room_topic_score};
-use crate::config::Config;
+use crate::config::{Config, RangeQuota};
 use crate::error::NodeError;
-use crate::handle::Command;
+use crate::handle::{Command, Reply};
 use crate::rate_limit::{Rate, TokenBucket};
-use crate::{GossipCounts, NodeEvent, PeerConnection};
+use crate::{ConnectionCounts, GossipCounts, NodeEvent, PeerConnection};
 
 mod commit;
 mod connections;
@@ -89,6 +90,17 @@ const SPREAD_TO: usize = 2;
 const SPREAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Announced addresses kept per peer.
 const ANNOUNCED_ADDRS_PER_PEER: usize = 8;
+
+/// DHT lookups asked for through the handle that may run at once: each walks the DHT, so a
+/// caller looping on them cannot make the node walk without bound.
+const MAX_ROOM_LOOKUPS: usize = 16;
+
+/// A provider lookup asked for through the handle: the providers found so far, and who waits
+/// for them.
+struct RoomLookup {
+    found: HashSet<PeerId>,
+    reply: Reply<Vec<PeerId>>,
+}
 
 /// A joined room and its topic.
 struct Joined {
@@ -195,6 +207,13 @@ pub(crate) struct EventLoop {
     next_bootstrap_dial: Instant,
     /// Room members dialled so far by each running provider lookup.
     provider_dials: HashMap<kad::QueryId, usize>,
+    /// Provider lookups asked for through the handle, by query.
+    room_lookups: HashMap<kad::QueryId, RoomLookup>,
+    /// Kademlia routing-table peers kept per address range.
+    kad_range_quota: RangeQuota,
+    /// The address range each routing-table peer was admitted under (peers whose addresses
+    /// have no range are not listed); entries leave with their peer.
+    routing_ranges: HashMap<PeerId, Option<AddressRange>>,
     rooms: HashMap<RoomId, Joined>,
     topics: HashMap<gossipsub::TopicHash, RoomId>,
     /// Sync state per peer, room and role; dropped when the peer disconnects.
@@ -292,6 +311,9 @@ impl EventLoop {
             bootstrap_backoff: FIRST_LOOKUP_BACKOFF,
             next_bootstrap_dial: Instant::now() + FIRST_LOOKUP_BACKOFF,
             provider_dials: HashMap::new(),
+            room_lookups: HashMap::new(),
+            kad_range_quota: config.limits.kad_range_quota,
+            routing_ranges: HashMap::new(),
             rooms: HashMap::new(),
             topics: HashMap::new(),
             sessions: HashMap::new(),
@@ -431,6 +453,20 @@ impl EventLoop {
                 let counters = self.swarm.network_info().connection_counters().clone();
                 let _ = reply.send(Ok(counters.num_established()));
             }
+            Command::ConnectionCounts(reply) => {
+                let info = self.swarm.network_info();
+                let counters = info.connection_counters();
+                let _ = reply.send(Ok(ConnectionCounts {
+                    pending_incoming: counters.num_pending_incoming(),
+                    pending_outgoing: counters.num_pending_outgoing(),
+                    established_incoming: counters.num_established_incoming(),
+                    established_outgoing: counters.num_established_outgoing(),
+                }));
+            }
+            Command::RoutingTable(reply) => {
+                let _ = reply.send(Ok(self.routing_table()));
+            }
+            Command::LookUpRoom(name, reply) => self.look_up_room(&name, reply),
             Command::GossipCounts(reply) => {
                 let _ = reply.send(Ok(GossipCounts::from_registry(&self.metrics)));
             }
@@ -655,6 +691,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.handle_dcutr(event),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(_) | BehaviourEvent::AutonatServer(_)) => {}
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Handshakes(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Memory(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,

@@ -7,7 +7,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::NodeError;
-use crate::{GossipCounts, PeerConnection};
+use crate::{ConnectionCounts, GossipCounts, PeerConnection, RoutingEntry};
 
 /// The reply channel of one command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -28,6 +28,9 @@ pub(crate) enum Command {
     Rooms(Reply<Vec<String>>),
     Peers(Reply<Vec<PeerId>>),
     Connections(Reply<u32>),
+    ConnectionCounts(Reply<ConnectionCounts>),
+    RoutingTable(Reply<Vec<RoutingEntry>>),
+    LookUpRoom(String, Reply<Vec<PeerId>>),
     GossipCounts(Reply<GossipCounts>),
     PeerScore(PeerId, Reply<Option<f64>>),
     PeerConnections(PeerId, Reply<Vec<PeerConnection>>),
@@ -157,6 +160,27 @@ impl NodeHandle {
     /// connection limits hold.
     pub async fn connections(&self) -> Result<u32, NodeError> {
         self.ask(Command::Connections).await
+    }
+
+    /// The node's connections by state (handshake or established) and direction, so operators and
+    /// tests can see them against the configured limits.
+    pub async fn connection_counts(&self) -> Result<ConnectionCounts, NodeError> {
+        self.ask(Command::ConnectionCounts).await
+    }
+
+    /// The peers of the Kademlia routing table, so operators and tests can check what it holds
+    /// (for instance how many peers of one address range).
+    pub async fn routing_table(&self) -> Result<Vec<RoutingEntry>, NodeError> {
+        self.ask(Command::RoutingTable).await
+    }
+
+    /// Looks a public room's members up in the DHT now, whether or not this node is in the room,
+    /// and returns every provider the lookup found (this node included if it announces the
+    /// room), sorted. Returns when the lookup ends: Kademlia's query timeout bounds it. At most
+    /// a few lookups run at once ([`NodeError::TooManyLookups`] beyond them).
+    pub async fn look_up_room(&self, room: &str) -> Result<Vec<PeerId>, NodeError> {
+        let room = room.to_string();
+        self.ask(|r| Command::LookUpRoom(room, r)).await
     }
 
     /// The gossip messages this node received since it started, duplicates counted, so

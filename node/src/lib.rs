@@ -13,17 +13,22 @@
 //!   `/grapevine/sync/1` history sync, identify, ping, Kademlia `/grapevine/kad/1.0.0`, mDNS,
 //!   AutoNAT v2, circuit relay v2 client and server, DCUtR) and the wire formats of gossip
 //!   envelopes and sync requests.
+//! - `address_range`: the address range (IPv4 /24, IPv6 /48) a peer counts against in the
+//!   Kademlia routing table's quota per range.
+//! - `handshake_quota`: the bound on incoming handshakes in progress per address range.
 //! - `rate_limit`: token buckets bounding the sync work each peer can ask for.
 //! - `room_list`: the joined rooms' names, saved in the data directory and rejoined at start.
 //! - [`gossip_counts`]: [`GossipCounts`], gossipsub's own counts of the copies it received.
 //! - [`error`]: the error type, [`NodeError`].
 
+mod address_range;
 pub mod behaviour;
 pub mod config;
 pub mod error;
 mod event_loop;
 pub mod gossip_counts;
 pub mod handle;
+mod handshake_quota;
 mod rate_limit;
 mod room_list;
 
@@ -40,7 +45,7 @@ use tokio::sync::mpsc;
 
 pub use behaviour::room_topic;
 pub use config::{
-    Config, CustomTransport, Limits, RawStream, RawTransport, RelayLimits, Transport,
+    Config, CustomTransport, Limits, RangeQuota, RawStream, RawTransport, RelayLimits, Transport,
 };
 pub use error::NodeError;
 pub use gossip_counts::GossipCounts;
@@ -137,6 +142,29 @@ pub struct PeerConnection {
     pub remote_addr: Multiaddr,
     /// The connection runs through a relay (`/p2p-circuit`) rather than directly.
     pub relayed: bool,
+}
+
+/// One peer of the Kademlia routing table, as [`NodeHandle::routing_table`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingEntry {
+    /// The peer.
+    pub peer: PeerId,
+    /// The addresses the table holds for it, handed to others who ask for peers near a key.
+    pub addresses: Vec<Multiaddr>,
+}
+
+/// The node's connections by state and direction, as [`NodeHandle::connection_counts`] reports
+/// them, to compare with the configured [`Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionCounts {
+    /// Incoming connections still in their handshake.
+    pub pending_incoming: u32,
+    /// Outgoing dials still in progress.
+    pub pending_outgoing: u32,
+    /// Established connections the peer opened.
+    pub established_incoming: u32,
+    /// Established connections this node opened.
+    pub established_outgoing: u32,
 }
 
 /// Starts nodes.

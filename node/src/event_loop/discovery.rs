@@ -1,5 +1,5 @@
-//! Finding peers: Kademlia provider records per room, identify feeding the routing table, mDNS
-//! on the local network.
+//! Finding peers: Kademlia provider records per room, identify and Kademlia feeding the routing
+//! table within the quota of peers per address range, mDNS on the local network.
 
 use std::collections::HashSet;
 
@@ -12,8 +12,23 @@ use libp2p::mdns;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
-use super::{ANNOUNCED_ADDRS_PER_PEER, EventLoop, FIRST_LOOKUP_BACKOFF, MAX_LAN_PEERS};
+use super::{
+    ANNOUNCED_ADDRS_PER_PEER, EventLoop, FIRST_LOOKUP_BACKOFF, MAX_LAN_PEERS, MAX_ROOM_LOOKUPS,
+    RoomLookup,
+};
+use crate::RoutingEntry;
+use crate::address_range::{AddressRange, first_ip};
 use crate::behaviour::{KAD_PROTOCOL, MESH_N, MESH_N_LOW, room_provider_key};
+use crate::error::NodeError;
+use crate::handle::Reply;
+
+/// Where a peer offered to the routing table is, as far as the quota per address range goes.
+enum Whereabouts {
+    /// In this range, or in none the quota counts (a local network, an address with no IP).
+    Range(Option<AddressRange>),
+    /// Reached through relays only, so its own address is unknown.
+    RelayedOnly,
+}
 
 impl EventLoop {
     /// Announces this node as a member of `room` and looks up the other members.
@@ -95,26 +110,205 @@ impl EventLoop {
             return;
         }
         for addr in info.listen_addrs {
-            self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            self.admit_to_routing_table(peer_id, addr);
         }
     }
 
     pub(super) fn handle_kad(&mut self, event: kad::Event) {
-        let kad::Event::OutboundQueryProgressed {
-            id,
-            result: QueryResult::GetProviders(result),
-            step,
-            ..
-        } = event
-        else {
-            return;
-        };
+        match event {
+            // A connected peer that serves the DHT (Kademlia leaves inserts to us).
+            kad::Event::RoutablePeer { peer, address }
+            | kad::Event::PendingRoutablePeer { peer, address } => {
+                self.admit_to_routing_table(peer, address)
+            }
+            kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer: true,
+                addresses,
+                ..
+            } => self.enforce_range_quota(peer, addresses.first()),
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::GetProviders(result),
+                step,
+                ..
+            } => self.handle_providers(id, result, step.last),
+            _ => {}
+        }
+    }
+
+    fn handle_providers(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, last: bool) {
         if let Ok(GetProvidersOk::FoundProviders { key, providers }) = result {
+            if let Some(lookup) = self.room_lookups.get_mut(&id) {
+                lookup.found.extend(providers.iter().copied());
+            }
             self.dial_providers(id, &key, providers);
         }
-        if step.last {
+        if last {
             self.provider_dials.remove(&id);
+            if let Some(lookup) = self.room_lookups.remove(&id) {
+                let mut found: Vec<PeerId> = lookup.found.into_iter().collect();
+                found.sort();
+                let _ = lookup.reply.send(Ok(found));
+            }
         }
+    }
+
+    /// Starts a provider lookup of a public room for a handle; the reply goes out when the
+    /// lookup ends.
+    pub(super) fn look_up_room(&mut self, name: &str, reply: Reply<Vec<PeerId>>) {
+        if self.room_lookups.len() >= MAX_ROOM_LOOKUPS {
+            let _ = reply.send(Err(NodeError::TooManyLookups(MAX_ROOM_LOOKUPS)));
+            return;
+        }
+        let room = match RoomId::for_public_name(name) {
+            Ok(room) => room,
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        let query = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_providers(room_provider_key(room));
+        self.room_lookups.insert(
+            query,
+            RoomLookup {
+                found: HashSet::new(),
+                reply,
+            },
+        );
+    }
+
+    /// Every peer of the Kademlia routing table with its addresses.
+    pub(super) fn routing_table(&mut self) -> Vec<RoutingEntry> {
+        let mut entries = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                entries.push(RoutingEntry {
+                    peer: *entry.node.key.preimage(),
+                    addresses: entry.node.value.iter().cloned().collect(),
+                });
+            }
+        }
+        entries
+    }
+
+    /// Adds `address` of `peer` to the Kademlia routing table, unless the peer is not there yet
+    /// and its address range already holds its quota ([`crate::RangeQuota`]) in the peer's
+    /// k-bucket or in the whole table. Bootstrap peers are always added. A peer reached only
+    /// through relays is not: a DHT server can be dialled directly, and a relayed peer's own
+    /// address is unknown, so its range would be whatever it claims.
+    pub(super) fn admit_to_routing_table(&mut self, peer: PeerId, address: Multiaddr) {
+        let range = match self.whereabouts(peer, &address) {
+            Whereabouts::RelayedOnly => {
+                tracing::debug!(%peer, "not adding a peer reached only through relays to the DHT");
+                return;
+            }
+            Whereabouts::Range(range) => range,
+        };
+        let (present, in_bucket, in_table) = self.range_occupancy(peer, range);
+        if !present {
+            if !self.kad_range_quota.admits(in_bucket, in_table)
+                && !self.bootstrap_peers.contains(&peer)
+            {
+                tracing::debug!(
+                    %peer, ?range, in_bucket, in_table,
+                    "address range at its quota in the routing table: peer not added"
+                );
+                return;
+            }
+            self.routing_ranges.insert(peer, range);
+        }
+        self.swarm.behaviour_mut().kad.add_address(&peer, address);
+    }
+
+    /// Takes a peer that just entered the routing table out again when its range is over the
+    /// quota: Kademlia applies a pending entry (one waiting for a full bucket's oldest peer to
+    /// fail) later, when the range may have filled meanwhile. Bootstrap peers stay.
+    fn enforce_range_quota(&mut self, peer: PeerId, address: &Multiaddr) {
+        if self.bootstrap_peers.contains(&peer) {
+            return;
+        }
+        let range = match self.routing_ranges.get(&peer) {
+            Some(range) => *range,
+            None => match self.whereabouts(peer, address) {
+                Whereabouts::Range(range) => range,
+                Whereabouts::RelayedOnly => {
+                    self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                    return;
+                }
+            },
+        };
+        let (_, in_bucket, in_table) = self.range_occupancy(peer, range);
+        if !self.kad_range_quota.admits(in_bucket, in_table) {
+            tracing::debug!(%peer, ?range, "address range over its quota: peer taken out of the DHT");
+            self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            self.routing_ranges.remove(&peer);
+        } else {
+            self.routing_ranges.insert(peer, range);
+        }
+    }
+
+    /// Where `peer` is: the address of a direct connection to it says so, unless that
+    /// connection is over loopback, where the kernel gives every dialler the source address
+    /// 127.0.0.1; then, as for a peer not connected, `address` (the one it announces) does.
+    fn whereabouts(&self, peer: PeerId, address: &Multiaddr) -> Whereabouts {
+        let mut connected = false;
+        let mut direct = false;
+        for connection in self.connections.values().filter(|c| c.peer == peer) {
+            connected = true;
+            if connection.info.relayed {
+                continue;
+            }
+            direct = true;
+            if let Some(ip) = first_ip(&connection.info.remote_addr)
+                && !ip.is_loopback()
+            {
+                return Whereabouts::Range(AddressRange::of_ip(ip));
+            }
+        }
+        if connected && !direct {
+            return Whereabouts::RelayedOnly;
+        }
+        Whereabouts::Range(AddressRange::of(address))
+    }
+
+    /// For the quota of `range`: whether `peer` is in the routing table already, and how many
+    /// other peers of `range` are in its k-bucket and in the whole table (none when `range` is
+    /// `None`). Forgets the ranges of peers that have left the table.
+    fn range_occupancy(
+        &mut self,
+        peer: PeerId,
+        range: Option<AddressRange>,
+    ) -> (bool, usize, usize) {
+        let local = kad::KBucketKey::from(*self.swarm.local_peer_id());
+        let distance = local.distance(&kad::KBucketKey::from(peer));
+        let ranges = &mut self.routing_ranges;
+        let mut in_table_now = HashSet::new();
+        let (mut in_bucket, mut in_table) = (0, 0);
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            let same_bucket = bucket.contains(&distance);
+            for entry in bucket.iter() {
+                let other = *entry.node.key.preimage();
+                in_table_now.insert(other);
+                if other == peer || range.is_none() {
+                    continue;
+                }
+                let other_range = match ranges.get(&other) {
+                    Some(range) => *range,
+                    None => entry.node.value.iter().find_map(AddressRange::of),
+                };
+                if other_range == range {
+                    in_table += 1;
+                    in_bucket += usize::from(same_bucket);
+                }
+            }
+        }
+        ranges.retain(|peer, _| in_table_now.contains(peer));
+        (in_table_now.contains(&peer), in_bucket, in_table)
     }
 
     /// Dials room members found by a lookup, but only while the room has fewer connected members
