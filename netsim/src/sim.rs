@@ -23,6 +23,7 @@ use crate::gossip::GossipError;
 use crate::hostile::{Hostile, HostilePeers, HostileReport};
 use crate::metrics::{ConnectionsPerNode, DeliveryLog, Report};
 use crate::network::{LinkFaults, SimNetwork};
+use crate::sig_spam::{GraylistWatch, WatchTargets};
 
 /// The room every simulated peer joins.
 pub const ROOM: &str = "netsim";
@@ -257,11 +258,17 @@ impl SimBuilder {
             room_peers: Arc::new(Mutex::new(HashMap::new())),
             seed: self.seed,
             spammers: self.hostile.spammer_peers(self.peers, in_room),
+            slow_readers: self.hostile.slow_reader_peers(self.peers, in_room),
+            unmeasured: self.hostile.unmeasured_peers(self.peers, in_room),
             spam_posted: AtomicU64::new(0),
             hostile: HostilePeers::default(),
+            graylist_watch: None,
             gossip_of_crashed: GossipCounts::default(),
             _temp: temp,
         };
+        for peer in sim.slow_readers.clone() {
+            network.set_read_rate(peer, Some(self.hostile.slow_read_rate));
+        }
         let mut neighbours = self.topology.links(self.peers, self.seed);
         neighbours.resize(total, Vec::new());
         for (i, neighbours) in neighbours.iter().enumerate() {
@@ -313,6 +320,15 @@ impl SimBuilder {
             self.heartbeat,
             self.seed,
         )?;
+        if !sim.hostile.sig_spammers.is_empty() {
+            let nodes = (0..self.peers)
+                .filter_map(|p| sim.node(p).ok().map(|node| (p, node.clone())))
+                .collect();
+            sim.graylist_watch = Some(GraylistWatch::spawn(WatchTargets {
+                spammers: sim.hostile.sig_spammers.clone(),
+                nodes,
+            }));
+        }
         sim.started = Instant::now();
         Ok(sim)
     }
@@ -347,10 +363,16 @@ pub struct Sim {
     /// Each member's connected room members, from its events.
     room_peers: Arc<Mutex<HashMap<usize, usize>>>,
     seed: u64,
-    /// Members that spam: not honest receivers or publishers.
+    /// Members that spam.
     spammers: Range<usize>,
+    /// Members that read slowly.
+    slow_readers: Range<usize>,
+    /// Spammers and slow readers: not honest receivers or publishers.
+    unmeasured: Range<usize>,
     spam_posted: AtomicU64,
     hostile: HostilePeers,
+    /// Reads the invalid-signature spammers' neighbours, when there are such spammers.
+    graylist_watch: Option<GraylistWatch>,
     /// What the gossipsub of crashed nodes counted before they went down (a node's counts
     /// start again at zero when it restarts).
     gossip_of_crashed: GossipCounts,
@@ -456,8 +478,9 @@ impl Sim {
     }
 
     /// What the hostile peers sent, and whether any forged record was stored by a running
-    /// member: each one's room view and received records are searched for the forged ids.
-    pub async fn hostile_report(&self) -> Result<HostileReport, SimError> {
+    /// member: each one's room view and received records are searched for the forged ids. The
+    /// watch of the invalid-signature spammers ends here, with a last reading.
+    pub async fn hostile_report(&mut self) -> Result<HostileReport, SimError> {
         self.settle().await?;
         let forged = self.hostile.sent.forged_ids();
         // The attacked records that are messages published in the run (a forger may also have
@@ -469,6 +492,10 @@ impl Sim {
                 .into_iter()
                 .filter(|t| log.was_published(t))
                 .collect()
+        };
+        let sig_spammers = match &mut self.graylist_watch {
+            Some(watch) => watch.finish(&self.hostile.spam_sent).await,
+            None => Vec::new(),
         };
         let mut stored = 0;
         let mut damaged = 0;
@@ -493,6 +520,7 @@ impl Sim {
         }
         Ok(HostileReport {
             spammers: self.spammers.len(),
+            slow_readers: self.slow_readers.len(),
             forgers: self.hostile.forgers,
             silent: self.hostile.silent,
             spam_posted: self.spam_posted.load(Ordering::Relaxed),
@@ -510,6 +538,7 @@ impl Sim {
             forged_stored: stored,
             targets_checked: targets.len(),
             targets_damaged: damaged,
+            sig_spammers,
         })
     }
 
@@ -637,14 +666,14 @@ impl Sim {
         Ok(())
     }
 
-    /// What was measured so far, over honest members: spammers neither count as receivers nor
-    /// as publishers.
+    /// What was measured so far, over honest members: spammers and slow readers neither count as
+    /// receivers nor as publishers.
     pub async fn report(&self) -> Result<Report, SimError> {
         self.settle().await?;
         let honest: Vec<usize> = (0..self.members)
-            .filter(|&p| self.is_running(p) && !self.spammers.contains(&p))
+            .filter(|&p| self.is_running(p) && !self.unmeasured.contains(&p))
             .collect();
-        let spammers: Vec<usize> = self.spammers.clone().collect();
+        let unmeasured: Vec<usize> = self.unmeasured.clone().collect();
         let gossip = self.gossip_counts().await?;
         let mut connections = Vec::with_capacity(honest.len());
         for &peer in &honest {
@@ -657,7 +686,7 @@ impl Sim {
         }
         let mut report = lock(&self.log).report(
             &honest,
-            &spammers,
+            &unmeasured,
             self.started.elapsed(),
             self.network.traffic(),
             gossip,
@@ -683,6 +712,7 @@ impl Sim {
 
     /// Stops every node, storing their rooms.
     pub async fn shutdown(mut self) -> Result<(), SimError> {
+        self.graylist_watch = None;
         self.hostile.stop();
         for (peer, sim_peer) in self.peers.iter_mut().enumerate() {
             if let Some(node) = sim_peer.node.take() {
