@@ -397,8 +397,11 @@ fn plan(scenario: &Scenario) -> (Vec<Vec<usize>>, Vec<String>) {
         notes.push("late joiners only get messages published after they join".into());
     }
     let hostile = &scenario.hostile;
-    if hostile.forgers > 0.0 || hostile.silent > 0.0 {
-        notes.push("no forgers or silent peers in the baseline".into());
+    if hostile.forgers > 0.0 || hostile.silent > 0.0 || hostile.sig_spammers > 0.0 {
+        notes.push("no forgers, silent peers or invalid-signature spammers in the baseline".into());
+    }
+    if hostile.slow_readers > 0.0 {
+        notes.push("slow readers read at full speed in the baseline, unmeasured".into());
     }
     if hostile.spammers > 0.0 {
         notes.push("spammers publish plain messages on their schedule, unmeasured".into());
@@ -466,7 +469,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<Baseline
 
     let spammers: Vec<usize> = scenario
         .hostile
-        .spammer_peers(scenario.peers, in_room)
+        .unmeasured_peers(scenario.peers, in_room)
         .collect();
     let settle_end = Instant::now() + scenario.settle;
     let mut seen = swarms.deliveries.load(Ordering::Relaxed);

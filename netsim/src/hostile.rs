@@ -1,11 +1,14 @@
 //! Hostile peers: spammers (real nodes posting valid records fast), forgers (bare gossipsub
 //! peers publishing records signed by the wrong key and invalid Automerge changes on the room
-//! topic) and silent peers (bare gossipsub peers that join the mesh and forward nothing).
+//! topic), silent peers (bare gossipsub peers that join the mesh and forward nothing) and
+//! invalid-signature spammers (bare gossipsub peers flooding records with bad signatures, see
+//! [`crate::sig_spam`]).
 //!
 //! Spammers are room members picked by [`Hostile::spammer_peers`]; their posts are scheduled as
-//! [`crate::Step::Spam`] and never measured. Forgers and silent peers come on top of the members
-//! and dial [`Hostile::links`] random members each. The report counts what they sent and whether
-//! any forged record was stored by a node, which must never happen.
+//! [`crate::Step::Spam`] and never measured. Forgers, silent peers and invalid-signature spammers
+//! come on top of the members and dial [`Hostile::links`] random members each. The report counts
+//! what they sent, whether any forged record was stored by a node, which must never happen, and
+//! what the invalid-signature spam cost the spammers' neighbours.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -29,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::gossip::{BarePeer, GossipError, GossipSettings, REDIAL_INTERVAL};
 use crate::network::SimNetwork;
+use crate::sig_spam::{self, BadSignatures, DEFAULT_SIG_SPAM_RATE, SigSpammerReport, SpamSent};
 use crate::sim::ROOM;
 
 /// Records per second of each spammer: five times what one of `steady`'s publishers posts.
@@ -36,6 +40,12 @@ pub const DEFAULT_SPAM_RATE: f64 = 10.0;
 /// Messages per second of each forger: enough to test rejection at every member it reaches,
 /// few enough that the graylist (four rejects) is what stops it, not the rate.
 pub const DEFAULT_FORGE_RATE: f64 = 2.0;
+/// Bytes per second a slow reader takes in from each connection: about a twentieth of what a
+/// member of `steady`'s room receives (10 records/s, each copy about 400 bytes, about four
+/// copies of each), so its senders' queues towards it fill up.
+pub const DEFAULT_SLOW_READ_RATE: u64 = 1_024;
+/// The fastest an invalid-signature spammer may publish: one message per tokio timer tick (1 ms).
+pub const MAX_SIG_SPAM_RATE: f64 = 1_000.0;
 /// Members each forger or silent peer dials: about half a gossipsub mesh (`mesh_n` is 6).
 pub const DEFAULT_LINKS: usize = 3;
 
@@ -53,13 +63,26 @@ pub struct Hostile {
     /// Silent peers, as a share of the members, added on top of them.
     #[serde(default)]
     pub silent: f64,
+    /// Invalid-signature spammers, as a share of the members, added on top of them.
+    #[serde(default)]
+    pub sig_spammers: f64,
+    /// Share (0 to 1) of the members that read their connections slowly, at `slow-read-rate`.
+    /// They are not counted as honest receivers or publishers.
+    #[serde(default)]
+    pub slow_readers: f64,
     /// Records per second of each spammer.
     #[serde(default = "default_spam_rate")]
     pub spam_rate: f64,
     /// Messages per second of each forger.
     #[serde(default = "default_forge_rate")]
     pub forge_rate: f64,
-    /// Members each forger or silent peer dials.
+    /// Records per second of each invalid-signature spammer.
+    #[serde(default = "default_sig_spam_rate")]
+    pub sig_spam_rate: f64,
+    /// Bytes per second each slow reader reads from each of its connections.
+    #[serde(default = "default_slow_read_rate")]
+    pub slow_read_rate: u64,
+    /// Members each forger, silent peer or invalid-signature spammer dials.
     #[serde(default = "default_links")]
     pub links: usize,
 }
@@ -69,6 +92,12 @@ fn default_spam_rate() -> f64 {
 }
 fn default_forge_rate() -> f64 {
     DEFAULT_FORGE_RATE
+}
+fn default_sig_spam_rate() -> f64 {
+    DEFAULT_SIG_SPAM_RATE
+}
+fn default_slow_read_rate() -> u64 {
+    DEFAULT_SLOW_READ_RATE
 }
 fn default_links() -> usize {
     DEFAULT_LINKS
@@ -80,8 +109,12 @@ impl Default for Hostile {
             spammers: 0.0,
             forgers: 0.0,
             silent: 0.0,
+            sig_spammers: 0.0,
+            slow_readers: 0.0,
             spam_rate: DEFAULT_SPAM_RATE,
             forge_rate: DEFAULT_FORGE_RATE,
+            sig_spam_rate: DEFAULT_SIG_SPAM_RATE,
+            slow_read_rate: DEFAULT_SLOW_READ_RATE,
             links: DEFAULT_LINKS,
         }
     }
@@ -94,7 +127,11 @@ fn share(members: usize, share: f64) -> usize {
 impl Hostile {
     /// Whether there is any hostile peer at all.
     pub fn is_none(&self) -> bool {
-        self.spammers == 0.0 && self.forgers == 0.0 && self.silent == 0.0
+        self.spammers == 0.0
+            && self.forgers == 0.0
+            && self.silent == 0.0
+            && self.sig_spammers == 0.0
+            && self.slow_readers == 0.0
     }
 
     /// The spammers among `members` room members of which the first `in_room` are in the room
@@ -102,6 +139,19 @@ impl Hostile {
     pub fn spammer_peers(&self, members: usize, in_room: usize) -> Range<usize> {
         let count = share(members, self.spammers).min(in_room);
         in_room - count..in_room
+    }
+
+    /// The slow readers among `members` room members of which the first `in_room` are in the
+    /// room from the start: the ones just before the spammers.
+    pub fn slow_reader_peers(&self, members: usize, in_room: usize) -> Range<usize> {
+        let spammers = self.spammer_peers(members, in_room);
+        let count = share(members, self.slow_readers).min(spammers.start);
+        spammers.start - count..spammers.start
+    }
+
+    /// The members whose deliveries and posts are not measured: slow readers and spammers.
+    pub fn unmeasured_peers(&self, members: usize, in_room: usize) -> Range<usize> {
+        self.slow_reader_peers(members, in_room).start..in_room
     }
 
     /// How many forgers a simulation of `members` room members has.
@@ -114,21 +164,33 @@ impl Hostile {
         share(members, self.silent)
     }
 
+    /// How many invalid-signature spammers a simulation of `members` room members has.
+    pub fn sig_spammer_count(&self, members: usize) -> usize {
+        share(members, self.sig_spammers)
+    }
+
     /// Checks the values make sense.
     pub fn check(&self) -> Result<(), String> {
         for (name, value) in [
             ("spammers", self.spammers),
             ("forgers", self.forgers),
             ("silent", self.silent),
+            ("sig-spammers", self.sig_spammers),
+            ("slow-readers", self.slow_readers),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(format!("hostile {name} must be a share between 0 and 1"));
             }
         }
-        if self.spam_rate < 0.0 || self.forge_rate < 0.0 {
+        if self.spam_rate < 0.0 || self.forge_rate < 0.0 || self.sig_spam_rate < 0.0 {
             return Err("hostile rates must not be negative".into());
         }
-        if self.links == 0 && (self.forgers > 0.0 || self.silent > 0.0) {
+        if self.sig_spammers > 0.0 && !(0.1..=MAX_SIG_SPAM_RATE).contains(&self.sig_spam_rate) {
+            return Err(format!(
+                "hostile sig-spam-rate must be between 0.1 and {MAX_SIG_SPAM_RATE} records/s"
+            ));
+        }
+        if self.links == 0 && (self.forgers > 0.0 || self.silent > 0.0 || self.sig_spammers > 0.0) {
             return Err("hostile links must be at least 1".into());
         }
         Ok(())
@@ -140,6 +202,8 @@ impl Hostile {
 pub struct HostileReport {
     /// Spammers (room members).
     pub spammers: usize,
+    /// Slow readers (room members).
+    pub slow_readers: usize,
     /// Forgers (bare gossipsub peers).
     pub forgers: usize,
     /// Silent peers (bare gossipsub peers).
@@ -166,15 +230,22 @@ pub struct HostileReport {
     /// Of the members, those whose view lacks one of those messages or holds it twice: must be
     /// zero.
     pub targets_damaged: usize,
+    /// Each invalid-signature spammer: what it sent, when its neighbours graylisted it, and the
+    /// signature checks it cost them before and after.
+    pub sig_spammers: Vec<SigSpammerReport>,
 }
 
-/// The running forgers and silent peers of a simulation, and what they sent.
+/// The running forgers, silent peers and invalid-signature spammers of a simulation, and what
+/// they sent.
 #[derive(Debug, Default)]
 pub(crate) struct HostilePeers {
     tasks: Vec<JoinHandle<()>>,
     pub(crate) forgers: usize,
     pub(crate) silent: usize,
     pub(crate) sent: Arc<Sent>,
+    /// Each invalid-signature spammer's peer id and the members it dials.
+    pub(crate) sig_spammers: Vec<(libp2p::PeerId, Vec<usize>)>,
+    pub(crate) spam_sent: Arc<SpamSent>,
 }
 
 /// Counters and forged ids shared with the forgers' tasks.
@@ -208,9 +279,9 @@ impl Sent {
 }
 
 impl HostilePeers {
-    /// Starts the forgers and silent peers of `hostile` on [`ROOM`]'s topic as network peers
-    /// `first..`, each dialling `links` of `members` (listening at `addr(member)`) picked with
-    /// `seed`.
+    /// Starts the forgers, silent peers and invalid-signature spammers of `hostile` on
+    /// [`ROOM`]'s topic as network peers `first..`, each dialling `links` of `members` (listening
+    /// at `addr(member)`) picked with `seed`.
     pub(crate) fn spawn(
         hostile: &Hostile,
         network: &SimNetwork,
@@ -232,6 +303,8 @@ impl HostilePeers {
                 silent_mesh_links: (0..silent).map(|_| AtomicU64::new(0)).collect(),
                 ..Sent::default()
             }),
+            sig_spammers: Vec::new(),
+            spam_sent: Arc::default(),
         };
         for i in 0..peers.forgers + peers.silent {
             let forger = i < peers.forgers;
@@ -268,6 +341,40 @@ impl HostilePeers {
                 tokio::spawn(stay_silent(peer, topic.clone(), sent, index))
             };
             peers.tasks.push(task);
+        }
+        let sig_spammers = hostile.sig_spammer_count(members);
+        peers.spam_sent = Arc::new(SpamSent::new(sig_spammers));
+        for index in 0..sig_spammers {
+            let gap = Duration::from_secs_f64(1.0 / hostile.sig_spam_rate);
+            let dialled =
+                rand::seq::index::sample(&mut rng, members, hostile.links.min(members)).into_vec();
+            let key =
+                Keypair::ed25519_from_bytes(rng.random::<[u8; 32]>()).map_err(|e| setup(&e))?;
+            let settings = GossipSettings {
+                heartbeat,
+                validate: false,
+            };
+            let network_index = first + peers.forgers + peers.silent + index;
+            let targets = dialled.iter().copied().map(&addr).collect();
+            let mut peer = BarePeer::new(network, network_index, key, settings, targets)?;
+            peer.swarm
+                .behaviour_mut()
+                .subscribe(&topic)
+                .map_err(|e| setup(&e))?;
+            peers
+                .sig_spammers
+                .push((*peer.swarm.local_peer_id(), dialled));
+            let messages = BadSignatures::new(room_id, Identity::from_secret_bytes(rng.random()))
+                .map_err(|e| setup(&e))?;
+            let sent = peers.spam_sent.clone();
+            peers.tasks.push(tokio::spawn(sig_spam::spam(
+                peer,
+                topic.clone(),
+                messages,
+                gap,
+                sent,
+                index,
+            )));
         }
         Ok(peers)
     }
@@ -583,7 +690,7 @@ fn replay_envelope(change: &[u8], nonce: u64) -> Result<Vec<u8>, String> {
 
 /// Re-encodes `change` with `record` (keyed by `id`, in `object`, where a record with that id
 /// belongs) in place of its own record.
-fn with_record(
+pub(crate) fn with_record(
     change: &[u8],
     record: Vec<u8>,
     id: RecordId,

@@ -11,6 +11,8 @@
 //! - [`runner`]: plays a scenario on a simulation and gathers the [`runner::RunReport`].
 //! - [`resources`]: the process's CPU time and memory.
 //! - [`hostile`]: spammers, forgers and silent peers, and what they achieved.
+//! - [`sig_spam`]: invalid-signature spammers, and the watch of when their neighbours graylist
+//!   them and what their spam costs in signature checks.
 //! - [`baseline`]: the same scenario on plain gossipsub swarms, for side-by-side figures.
 //! - [`plot`]: the SVG picture of a run: latency distribution and convergence over time.
 //! - `gossip`: bare gossipsub swarms on the simulated network, for both of the above.
@@ -24,6 +26,7 @@ pub mod plot;
 pub mod resources;
 pub mod runner;
 pub mod scenario;
+pub mod sig_spam;
 pub mod sim;
 
 pub use baseline::{Baseline, BaselineReport, Ratios};
@@ -32,4 +35,5 @@ pub use hostile::{Hostile, HostileReport};
 pub use metrics::{ConnectionsPerNode, Percentiles, Report};
 pub use network::{LinkFaults, SimNetwork};
 pub use scenario::{Fault, Scenario, Step, TimedFault, Traffic};
+pub use sig_spam::SigSpammerReport;
 pub use sim::{ROOM, Sim, SimBuilder, SimError, Topology};

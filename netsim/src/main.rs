@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use grapevine_netsim::plot;
 use grapevine_netsim::runner::{self, RunReport};
-use grapevine_netsim::{Baseline, Hostile, Scenario};
+use grapevine_netsim::{Baseline, Hostile, Scenario, SigSpammerReport};
 use grapevine_netsim::{BaselineReport, Ratios};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -197,10 +197,11 @@ fn print_report(report: &RunReport) {
     }
     if let Some(hostile) = &report.hostile {
         println!(
-            "hostile: {} spammers posted {} records; {} forgers sent {} forged records and {} \
-             invalid changes; {} silent peers held {} mesh links",
+            "hostile: {} spammers posted {} records; {} slow readers; {} forgers sent {} forged \
+             records and {} invalid changes; {} silent peers held {} mesh links",
             hostile.spammers,
             hostile.spam_posted,
+            hostile.slow_readers,
             hostile.forgers,
             hostile.forged_sent,
             hostile.invalid_sent,
@@ -216,12 +217,49 @@ fn print_report(report: &RunReport) {
                 ""
             }
         );
+        print_sig_spammers(&hostile.sig_spammers);
         println!("(delivery and latency above are over honest members and publishers only)");
     }
     if let (Some(baseline), Some(ratios)) = (&report.baseline, &report.ratios) {
         print_baseline(report, baseline, ratios);
     }
     println!("seed {}", report.seed);
+}
+
+fn print_sig_spammers(spammers: &[SigSpammerReport]) {
+    if spammers.is_empty() {
+        return;
+    }
+    let sent: u64 = spammers.iter().map(|s| s.sent).sum();
+    let latest = spammers
+        .iter()
+        .map(|s| s.graylisted_after_s)
+        .try_fold(0.0f64, |worst, s| s.map(|s| worst.max(s)));
+    let before: u64 = spammers.iter().map(|s| s.checks_before).sum();
+    let after: u64 = spammers.iter().map(|s| s.checks_after).sum();
+    let escapes: u32 = spammers.iter().map(|s| s.escapes).sum();
+    println!(
+        "invalid-signature spam: {} spammers sent {sent} records to {} neighbours",
+        spammers.len(),
+        spammers.iter().map(|s| s.neighbours).sum::<usize>()
+    );
+    match latest {
+        Some(s) => {
+            println!("  every spammer graylisted by all its neighbours after {s:.2} s at most")
+        }
+        None => println!(
+            "  some spammer was never graylisted by one of its neighbours  <- NOT GRAYLISTED"
+        ),
+    }
+    println!(
+        "  signature checks they cost: {before} before graylisting, {after} after{}; {escapes} \
+         escapes from the graylist",
+        if after > 0 {
+            "  <- CHECKS AFTER GRAYLISTING"
+        } else {
+            ""
+        }
+    );
 }
 
 fn print_baseline(report: &RunReport, baseline: &BaselineReport, ratios: &Ratios) {

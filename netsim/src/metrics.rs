@@ -168,6 +168,8 @@ impl DeliveryLog {
             duplicates_per_record_per_peer: (first_copies > 0)
                 .then(|| gossip.duplicates as f64 / first_copies as f64),
             curves,
+            longest_send_queue: gossip.longest_send_queue,
+            dropped_for_slow_peers: gossip.dropped_for_slow_peers,
             connections_opened: traffic.connections.load(Ordering::Relaxed),
             connections_per_node: None,
             elapsed,
@@ -275,6 +277,11 @@ impl CountsAt {
             received_bytes: gossip
                 .received_bytes
                 .saturating_sub(self.gossip.received_bytes),
+            dropped_for_slow_peers: gossip
+                .dropped_for_slow_peers
+                .saturating_sub(self.gossip.dropped_for_slow_peers),
+            // The longest queue is a peak, not a count: the run's own.
+            longest_send_queue: gossip.longest_send_queue,
         };
         (since, gossip)
     }
@@ -327,6 +334,11 @@ pub struct Report {
     /// The single deliveries behind the figures, for plots; left out of the JSON.
     #[serde(skip)]
     pub curves: Curves,
+    /// The longest gossipsub send queue towards one peer any node had at a heartbeat, in
+    /// messages, rounded up to 50: what a slow reader makes its senders hold.
+    pub longest_send_queue: u64,
+    /// Gossip messages the nodes dropped instead of sending because the peer read too slowly.
+    pub dropped_for_slow_peers: u64,
     /// Connections opened in the simulated network.
     pub connections_opened: u64,
     /// Connections each running honest node holds when the report is made, once its
@@ -375,6 +387,11 @@ impl fmt::Display for Report {
             Some(d) => writeln!(f, "duplicates per record per peer {d:.2}")?,
             None => writeln!(f, "duplicates per record per peer n/a (no gossip arrived)")?,
         }
+        writeln!(
+            f,
+            "longest send queue       {} messages ({} dropped for slow peers)",
+            self.longest_send_queue, self.dropped_for_slow_peers
+        )?;
         writeln!(f, "connections opened       {}", self.connections_opened)?;
         if let Some(c) = self.connections_per_node {
             writeln!(
@@ -409,6 +426,7 @@ mod tests {
             received: 5,
             duplicates: 3,
             received_bytes: 2_500,
+            ..GossipCounts::default()
         };
         let report = log.report(&[0, 1, 2], &[], Duration::from_secs(1), &traffic, gossip);
         assert_eq!(report.bytes_per_delivery, 5_000.0);

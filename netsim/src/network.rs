@@ -7,7 +7,7 @@
 //! direction delays each chunk by the link's latency plus jitter, and a lost chunk (TCP would
 //! retransmit it) by [`RETRANSMIT_DELAY`] more, keeping the order. A partition or a crash cuts
 //! the pipes (both ends see the connection fail) and refuses new dials across it; a held link
-//! keeps its bytes until released.
+//! keeps its bytes until released; a slow reader takes bytes off its links at a set rate.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -69,6 +69,8 @@ struct NetState {
     partition: Option<HashMap<usize, usize>>,
     held: HashSet<(usize, usize)>,
     down: HashSet<usize>,
+    /// Peers that read slowly: the bytes per second each takes in, over all its connections.
+    read_rates: HashMap<usize, u64>,
     rng: StdRng,
 }
 
@@ -128,6 +130,7 @@ impl SimNetwork {
                 partition: None,
                 held: HashSet::new(),
                 down: HashSet::new(),
+                read_rates: HashMap::new(),
                 rng: StdRng::seed_from_u64(seed),
             })),
             changes: watch::channel(0).0,
@@ -202,6 +205,19 @@ impl SimNetwork {
         let mut state = self.state();
         state.down.insert(peer);
         state.listeners.retain(|_, (owner, _)| *owner != peer);
+        drop(state);
+        self.changed();
+    }
+
+    /// Makes `peer` read at most `bytes_per_second` from each of its connections (a slow
+    /// reader), or at full speed again with `None`. What it does not read waits in the link,
+    /// whose window then holds the sender back, as a TCP receive window would.
+    pub fn set_read_rate(&self, peer: usize, bytes_per_second: Option<u64>) {
+        let mut state = self.state();
+        match bytes_per_second {
+            Some(rate) => state.read_rates.insert(peer, rate.max(1)),
+            None => state.read_rates.remove(&peer),
+        };
         drop(state);
         self.changed();
     }
@@ -303,6 +319,11 @@ impl SimNetwork {
                     return;
                 }
                 network.traffic.bytes.fetch_add(len, Ordering::Relaxed);
+                // A slow reader takes the chunk in at its rate before the next one moves.
+                let read_rate = network.state().read_rates.get(&to).copied();
+                if let Some(rate) = read_rate {
+                    tokio::time::sleep(Duration::from_secs_f64(len as f64 / rate as f64)).await;
+                }
             }
         });
         (input, delivered)

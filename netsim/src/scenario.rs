@@ -258,11 +258,13 @@ impl Scenario {
         }
         self.hostile.check()?;
         let in_room = self.peers - self.late_joiners;
-        let spammers = self.hostile.spammer_peers(self.peers, in_room).len();
-        if spammers >= in_room {
-            return Err("hostile spammers leave no honest peer in the room".into());
+        let unmeasured = self.hostile.unmeasured_peers(self.peers, in_room).len();
+        if unmeasured >= in_room {
+            return Err(
+                "hostile spammers and slow readers leave no honest peer in the room".into(),
+            );
         }
-        if self.traffic.publishers > in_room - spammers {
+        if self.traffic.publishers > in_room - unmeasured {
             return Err("more publishers than honest peers in the room at the start".into());
         }
         if !(0.0..=1.0).contains(&self.link.loss) {
@@ -296,7 +298,8 @@ impl Scenario {
         let mut steps = Vec::new();
         let in_room = self.peers - self.late_joiners;
         let spammers = self.hostile.spammer_peers(self.peers, in_room);
-        let mut order: Vec<usize> = (0..in_room).filter(|p| !spammers.contains(p)).collect();
+        let unmeasured = self.hostile.unmeasured_peers(self.peers, in_room);
+        let mut order: Vec<usize> = (0..in_room).filter(|p| !unmeasured.contains(p)).collect();
         order.shuffle(&mut rng);
         let publishers = &order[..self.traffic.publishers.max(1).min(order.len())];
         if self.traffic.burst > 0 {

@@ -23,6 +23,7 @@ use crate::gossip::GossipError;
 use crate::hostile::{Hostile, HostilePeers, HostileReport};
 use crate::metrics::{ConnectionsPerNode, CountsAt, DeliveryLog, Report};
 use crate::network::{LinkFaults, SimNetwork};
+use crate::sig_spam::{GraylistWatch, WatchTargets};
 
 /// How often [`Sim::peers_kept`] samples every member's peers.
 const KEPT_SAMPLE_EVERY: Duration = Duration::from_millis(500);
@@ -275,12 +276,18 @@ impl SimBuilder {
             syncs_completed: Arc::new(Mutex::new(HashMap::new())),
             seed: self.seed,
             spammers: self.hostile.spammer_peers(self.peers, in_room),
+            slow_readers: self.hostile.slow_reader_peers(self.peers, in_room),
+            unmeasured: self.hostile.unmeasured_peers(self.peers, in_room),
             spam_posted: AtomicU64::new(0),
             hostile: HostilePeers::default(),
+            graylist_watch: None,
             gossip_of_crashed: GossipCounts::default(),
             before_measuring: CountsAt::default(),
             _temp: temp,
         };
+        for peer in sim.slow_readers.clone() {
+            network.set_read_rate(peer, Some(self.hostile.slow_read_rate));
+        }
         let mut neighbours = self.topology.links(self.peers, self.seed);
         neighbours.resize(total, Vec::new());
         for (i, neighbours) in neighbours.iter().enumerate() {
@@ -333,6 +340,15 @@ impl SimBuilder {
             self.heartbeat,
             self.seed,
         )?;
+        if !sim.hostile.sig_spammers.is_empty() {
+            let nodes = (0..self.peers)
+                .filter_map(|p| sim.node(p).ok().map(|node| (p, node.clone())))
+                .collect();
+            sim.graylist_watch = Some(GraylistWatch::spawn(WatchTargets {
+                spammers: sim.hostile.sig_spammers.clone(),
+                nodes,
+            }));
+        }
         sim.started = Instant::now();
         Ok(sim)
     }
@@ -369,10 +385,16 @@ pub struct Sim {
     /// Each member's completed sync exchanges: when, and how many records its room held then.
     syncs_completed: Arc<Mutex<SyncsCompleted>>,
     seed: u64,
-    /// Members that spam: not honest receivers or publishers.
+    /// Members that spam.
     spammers: Range<usize>,
+    /// Members that read slowly.
+    slow_readers: Range<usize>,
+    /// Spammers and slow readers: not honest receivers or publishers.
+    unmeasured: Range<usize>,
     spam_posted: AtomicU64,
     hostile: HostilePeers,
+    /// Reads the invalid-signature spammers' neighbours, when there are such spammers.
+    graylist_watch: Option<GraylistWatch>,
     /// What the gossipsub of crashed nodes counted before they went down (a node's counts
     /// start again at zero when it restarts).
     gossip_of_crashed: GossipCounts,
@@ -488,8 +510,9 @@ impl Sim {
     }
 
     /// What the hostile peers sent, and whether any forged record was stored by a running
-    /// member: each one's room view and received records are searched for the forged ids.
-    pub async fn hostile_report(&self) -> Result<HostileReport, SimError> {
+    /// member: each one's room view and received records are searched for the forged ids. The
+    /// watch of the invalid-signature spammers ends here, with a last reading.
+    pub async fn hostile_report(&mut self) -> Result<HostileReport, SimError> {
         self.settle().await?;
         let forged = self.hostile.sent.forged_ids();
         // The attacked records that are messages published in the run (a forger may also have
@@ -501,6 +524,10 @@ impl Sim {
                 .into_iter()
                 .filter(|t| log.was_published(t))
                 .collect()
+        };
+        let sig_spammers = match &mut self.graylist_watch {
+            Some(watch) => watch.finish(&self.hostile.spam_sent).await,
+            None => Vec::new(),
         };
         let mut stored = 0;
         let mut damaged = 0;
@@ -525,6 +552,7 @@ impl Sim {
         }
         Ok(HostileReport {
             spammers: self.spammers.len(),
+            slow_readers: self.slow_readers.len(),
             forgers: self.hostile.forgers,
             silent: self.hostile.silent,
             spam_posted: self.spam_posted.load(Ordering::Relaxed),
@@ -542,6 +570,7 @@ impl Sim {
             forged_stored: stored,
             targets_checked: targets.len(),
             targets_damaged: damaged,
+            sig_spammers,
         })
     }
 
@@ -697,20 +726,20 @@ impl Sim {
         let honest: Vec<usize> = match peers {
             Some(peers) => peers.to_vec(),
             None => (0..self.members)
-                .filter(|&p| self.is_running(p) && !self.spammers.contains(&p))
+                .filter(|&p| self.is_running(p) && !self.unmeasured.contains(&p))
                 .collect(),
         };
         lock(&self.log).caught_up_after(at, &honest)
     }
 
-    /// What was measured so far, over honest members: spammers neither count as receivers nor
-    /// as publishers.
+    /// What was measured so far, over honest members: spammers and slow readers neither count as
+    /// receivers nor as publishers.
     pub async fn report(&self) -> Result<Report, SimError> {
         self.settle().await?;
         let honest: Vec<usize> = (0..self.members)
-            .filter(|&p| self.is_running(p) && !self.spammers.contains(&p))
+            .filter(|&p| self.is_running(p) && !self.unmeasured.contains(&p))
             .collect();
-        let spammers: Vec<usize> = self.spammers.clone().collect();
+        let unmeasured: Vec<usize> = self.unmeasured.clone().collect();
         let (traffic, gossip) = self
             .before_measuring
             .since(self.network.traffic(), self.gossip_counts().await?);
@@ -723,8 +752,13 @@ impl Sim {
                     .map_err(|source| SimError::Node { peer, source })?,
             );
         }
-        let mut report =
-            lock(&self.log).report(&honest, &spammers, self.started.elapsed(), &traffic, gossip);
+        let mut report = lock(&self.log).report(
+            &honest,
+            &unmeasured,
+            self.started.elapsed(),
+            &traffic,
+            gossip,
+        );
         report.connections_per_node = ConnectionsPerNode::of(&connections);
         Ok(report)
     }
@@ -734,7 +768,7 @@ impl Sim {
     /// or one sync exchange come and go, the kept ones are in every sample.
     pub async fn peers_kept(&self, window: Duration) -> Result<Vec<u32>, SimError> {
         let honest: Vec<usize> = (0..self.members)
-            .filter(|&p| self.is_running(p) && !self.spammers.contains(&p))
+            .filter(|&p| self.is_running(p) && !self.unmeasured.contains(&p))
             .collect();
         let mut kept: Vec<Option<HashSet<PeerId>>> = vec![None; honest.len()];
         let end = Instant::now() + window;
@@ -777,6 +811,7 @@ impl Sim {
 
     /// Stops every node, storing their rooms.
     pub async fn shutdown(mut self) -> Result<(), SimError> {
+        self.graylist_watch = None;
         self.hostile.stop();
         for (peer, sim_peer) in self.peers.iter_mut().enumerate() {
             if let Some(node) = sim_peer.node.take() {

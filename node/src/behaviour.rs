@@ -235,6 +235,9 @@ impl Behaviour {
             .mesh_n_high(MESH_N_HIGH)
             .heartbeat_interval(config.heartbeat)
             .heartbeat_initial_delay(config.heartbeat_initial_delay)
+            .connection_handler_queue_len(SEND_QUEUE_LEN)
+            .publish_queue_duration(PUBLISH_QUEUE_WAIT)
+            .forward_queue_duration(FORWARD_QUEUE_WAIT)
             .build()
             .map_err(|e| e.to_string())?;
         let mut gossipsub = gossipsub::Behaviour::new(
@@ -244,10 +247,7 @@ impl Behaviour {
         .map_err(str::to_string)?
         .with_metrics(metrics, gossipsub::MetricsConfig::default());
         gossipsub
-            .with_peer_score(
-                peer_score_params(),
-                gossipsub::PeerScoreThresholds::default(),
-            )
+            .with_peer_score(peer_score_params(), score_thresholds())
             .map_err(|e| e.to_string())?;
         let sync = request_response::Behaviour::with_codec(
             SyncCodec,
@@ -353,6 +353,21 @@ pub const MESH_N_LOW: usize = 5;
 /// this many peers per joined room, plus [`crate::Limits::routing_contacts`].
 pub const MESH_N_HIGH: usize = 12;
 
+/// Gossip messages (own, forwarded, IHAVE and IWANT) queued towards one peer at most: past it,
+/// gossipsub drops the message for that peer (and lowers its score a little) rather than
+/// buffering for a peer that reads slowly. A fifth of libp2p's default of 5,000: a burst of 500
+/// records posted at once fits twice, and a slow reader holds at most 1,000 messages of each of
+/// its senders (about 400 KB at chat sizes; 64 MiB at the 64 KiB message cap). Grafts, prunes
+/// and IDONTWANTs have a queue of their own (20,000, fixed by libp2p), subscriptions an unbounded
+/// one (one entry per topic change).
+pub const SEND_QUEUE_LEN: usize = 1_000;
+/// How long an own message may wait in a peer's send queue before it is dropped for that peer:
+/// libp2p's default, named here beside the queue's length. Sync delivers it later.
+pub const PUBLISH_QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// How long a forwarded message may wait in a peer's send queue: libp2p's default. The peer has
+/// other mesh peers to get it from, and sync.
+pub const FORWARD_QUEUE_WAIT: Duration = Duration::from_secs(1);
+
 /// Gossipsub leaves the libp2p signature of incoming messages unchecked; the record inside is
 /// what the node checks.
 ///
@@ -384,6 +399,12 @@ const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// default): four failures reach the default graylist threshold of -80.
 pub(crate) const SYNC_FAULT_SCORE: f64 = -2.0;
 
+/// The gossipsub score thresholds of every node: libp2p's defaults (gossip −10, publish −50,
+/// graylist −80). Public so simulations can tell when a peer is graylisted.
+pub fn score_thresholds() -> gossipsub::PeerScoreThresholds {
+    gossipsub::PeerScoreThresholds::default()
+}
+
 /// Gossipsub peer scoring for the whole node.
 fn peer_score_params() -> gossipsub::PeerScoreParams {
     gossipsub::PeerScoreParams {
@@ -393,14 +414,38 @@ fn peer_score_params() -> gossipsub::PeerScoreParams {
     }
 }
 
+/// How long it takes a peer's count of invalid messages (P4) to halve. An honest node never
+/// forwards an invalid record (it checks before forwarding, and every node gives the same
+/// verdict), so invalid messages are remembered as long as gossipsub remembers a disconnected
+/// peer's score (`retain_score`, an hour). libp2p's default decay (×0.3 a second) forgot them
+/// within two seconds: a graylisted spammer got out of the graylist every second or two and had
+/// more records signature-checked each time (netsim `sig-spam`: 148 to 158 checks per spammer
+/// after graylisting in 12 s, 8 to 13 escapes).
+const INVALID_MESSAGES_HALF_LIFE: Duration = Duration::from_secs(60 * 60);
+
+/// The time in a mesh worth one point of P1. libp2p's default of 1 ms gave a peer 500 points
+/// for its first second in a mesh (up to 1,800 after 3.6 s), enough to lift a spammer graylisted
+/// by five invalid messages out of the graylist at the next score refresh, before the heartbeat
+/// pruned it from the mesh (netsim `sig-spam`: 19 to 20 checks per spammer after graylisting
+/// with the slower P4 decay alone). One second per point is the gossipsub specification's usual
+/// value: an hour in a mesh is worth the cap.
+const TIME_IN_MESH_QUANTUM: Duration = Duration::from_secs(1);
+
 /// Gossipsub scoring of one room topic. Chat rooms are quiet, so the delivery-rate penalties
 /// that suit busy topics (P3, P3b) would punish honest members; invalid messages (P4) weigh
-/// heavily instead: at topic weight 0.5, four of them reach the graylist threshold.
+/// heavily instead: at topic weight 0.5, more than four of them reach the graylist threshold,
+/// and the count halves only every [`INVALID_MESSAGES_HALF_LIFE`], so a graylisted peer stays
+/// graylisted; time in the mesh (P1) counts in seconds ([`TIME_IN_MESH_QUANTUM`]), so it
+/// cannot outweigh them.
 pub(crate) fn room_topic_score() -> gossipsub::TopicScoreParams {
+    let decay_interval = peer_score_params().decay_interval;
     gossipsub::TopicScoreParams {
         mesh_message_deliveries_weight: 0.0,
         mesh_failure_penalty_weight: 0.0,
+        time_in_mesh_quantum: TIME_IN_MESH_QUANTUM,
         invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.5f64
+            .powf(decay_interval.as_secs_f64() / INVALID_MESSAGES_HALF_LIFE.as_secs_f64()),
         ..gossipsub::TopicScoreParams::default()
     }
 }
@@ -408,6 +453,16 @@ pub(crate) fn room_topic_score() -> gossipsub::TopicScoreParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_messages_are_remembered_for_an_hour() {
+        let params = room_topic_score();
+        assert!(params.validate().is_ok());
+        let seconds = INVALID_MESSAGES_HALF_LIFE.as_secs_f64()
+            / peer_score_params().decay_interval.as_secs_f64();
+        let left = params.invalid_message_deliveries_decay.powf(seconds);
+        assert!((left - 0.5).abs() < 1e-9, "{left}");
+    }
 
     #[test]
     fn room_provider_key_is_a_sha2_256_multihash_of_the_room_id() {

@@ -26,7 +26,7 @@ use crate::config::{Config, RangeQuota};
 use crate::error::NodeError;
 use crate::handle::{Command, Reply};
 use crate::rate_limit::{Rate, TokenBucket};
-use crate::{ConnectionCounts, GossipCounts, NodeEvent, PeerConnection};
+use crate::{ConnectionCounts, GossipCounts, GossipSource, NodeEvent, PeerConnection};
 
 mod commit;
 mod connections;
@@ -68,6 +68,10 @@ const FIRST_LOOKUP_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_LAN_PEERS: usize = 256;
 /// How often rooms are checked for a due lookup (and LAN peers redialled).
 const LOOKUP_CHECK: Duration = Duration::from_secs(1);
+
+/// Peers whose gossip signature checks are counted: past it, the counts of disconnected peers
+/// are forgotten. Connections are bounded well below it, so a connected peer always has its count.
+const MAX_COUNTED_SOURCES: usize = 4_096;
 
 /// Members of a room remembered after they disconnect, for anti-entropy. Enough that, after a
 /// partition heals, a random pick often lands on the other side; few enough to cost nothing.
@@ -235,6 +239,9 @@ pub(crate) struct EventLoop {
     unflushed_since: Option<Instant>,
     /// Rooms whose last flush failed, already reported by [`NodeEvent::StorageFailed`].
     storage_failing: HashSet<RoomId>,
+    /// Record signatures checked for gossip each peer forwarded (see [`GossipSource`]); kept
+    /// after a disconnect, as gossipsub keeps scores, up to [`MAX_COUNTED_SOURCES`] peers.
+    signature_checks: HashMap<PeerId, u64>,
     /// Bad sync messages per connected peer, which set its gossipsub application score.
     sync_faults: HashMap<PeerId, u32>,
     /// Peers found by mDNS and not expired, with their addresses.
@@ -326,6 +333,7 @@ impl EventLoop {
             unflushed_count: 0,
             unflushed_since: None,
             storage_failing: HashSet::new(),
+            signature_checks: HashMap::new(),
             sync_faults: HashMap::new(),
             sync_budgets: HashMap::new(),
             announced_addrs: HashMap::new(),
@@ -472,6 +480,12 @@ impl EventLoop {
             }
             Command::PeerScore(peer, reply) => {
                 let _ = reply.send(Ok(self.swarm.behaviour().gossipsub.peer_score(&peer)));
+            }
+            Command::GossipSource(peer, reply) => {
+                let _ = reply.send(Ok(GossipSource {
+                    score: self.swarm.behaviour().gossipsub.peer_score(&peer),
+                    signature_checks: self.signature_checks.get(&peer).copied().unwrap_or(0),
+                }));
             }
             Command::PeerConnections(peer, reply) => {
                 let connections = self

@@ -7,7 +7,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::NodeError;
-use crate::{ConnectionCounts, GossipCounts, PeerConnection, RoutingEntry};
+use crate::{ConnectionCounts, GossipCounts, GossipSource, PeerConnection, RoutingEntry};
 
 /// The reply channel of one command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -33,6 +33,7 @@ pub(crate) enum Command {
     LookUpRoom(String, Reply<Vec<PeerId>>),
     GossipCounts(Reply<GossipCounts>),
     PeerScore(PeerId, Reply<Option<f64>>),
+    GossipSource(PeerId, Reply<GossipSource>),
     PeerConnections(PeerId, Reply<Vec<PeerConnection>>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Dial(Multiaddr, Reply<()>),
@@ -193,6 +194,12 @@ impl NodeHandle {
     /// (and tests) can see that a peer sending invalid input is penalised.
     pub async fn peer_score(&self, peer: PeerId) -> Result<Option<f64>, NodeError> {
         self.ask(|r| Command::PeerScore(peer, r)).await
+    }
+
+    /// A peer's gossipsub score and the record signatures its gossip cost this node, read at the
+    /// same moment, so simulations can check that a graylisted spammer costs nothing more.
+    pub async fn gossip_source(&self, peer: PeerId) -> Result<GossipSource, NodeError> {
+        self.ask(|r| Command::GossipSource(peer, r)).await
     }
 
     /// The open connections to a peer, so the program (and tests) can tell whether the peer is

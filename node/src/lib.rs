@@ -167,6 +167,19 @@ pub struct ConnectionCounts {
     pub established_outgoing: u32,
 }
 
+/// What this node saw of one peer as the source of room gossip, as
+/// [`NodeHandle::gossip_source`] reports it: enough to tell whether a spammer's messages still
+/// cost signature checks once gossipsub has graylisted it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GossipSource {
+    /// The peer's gossipsub score here (`None` for a peer gossipsub does not know).
+    pub score: Option<f64>,
+    /// Record signatures this node checked for gossip the peer forwarded, since it started
+    /// (duplicates and structurally invalid changes are dropped before any signature is checked
+    /// and are not counted).
+    pub signature_checks: u64,
+}
+
 /// Starts nodes.
 #[derive(Debug)]
 pub struct Node;

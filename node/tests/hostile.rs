@@ -37,11 +37,13 @@ fn memory_transport(
 }
 
 /// A bare gossipsub peer on the memory transport that dials `target`, subscribes to `topic`, and
-/// publishes each payload once anyone there listens. Runs until the returned task is aborted.
+/// publishes one payload every `gap` once anyone there listens. Runs until the returned task is
+/// aborted.
 fn spawn_hostile_peer(
     target: Multiaddr,
     topic: gossipsub::IdentTopic,
     payloads: Vec<Vec<u8>>,
+    gap: Duration,
 ) -> Result<(libp2p::PeerId, tokio::task::JoinHandle<()>)> {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
@@ -63,17 +65,16 @@ fn spawn_hostile_peer(
     swarm.behaviour_mut().subscribe(&topic)?;
     swarm.dial(target)?;
     let task = tokio::spawn(async move {
-        let mut pending = payloads;
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut pending = payloads.into_iter().rev().collect::<Vec<_>>();
+        let mut tick = tokio::time::interval(gap);
         loop {
             tokio::select! {
                 _ = swarm.select_next_some() => {}
                 _ = tick.tick() => {
-                    while let Some(payload) = pending.last() {
-                        match swarm.behaviour_mut().publish(topic.clone(), payload.clone()) {
-                            Ok(_) => { pending.pop(); }
-                            Err(_) => break,
-                        }
+                    if let Some(payload) = pending.last()
+                        && swarm.behaviour_mut().publish(topic.clone(), payload.clone()).is_ok()
+                    {
+                        pending.pop();
                     }
                 }
             }
@@ -176,7 +177,7 @@ async fn junk_and_forgeries_on_a_room_topic_are_rejected_and_the_node_keeps_work
     let target = a.listen_addrs().await?.remove(0);
     let topic = room_topic(RoomId::for_public_name("lobby")?);
     let payloads_sent = payloads.len();
-    let (hostile, task) = spawn_hostile_peer(target, topic, payloads)?;
+    let (hostile, task) = spawn_hostile_peer(target, topic, payloads, Duration::from_millis(50))?;
 
     let mut reasons = Vec::new();
     for _ in 0..payloads_sent {
@@ -211,6 +212,70 @@ async fn junk_and_forgeries_on_a_room_topic_are_rejected_and_the_node_keeps_work
     task.abort();
     a.shutdown().await?;
     b.shutdown().await?;
+    Ok(())
+}
+
+/// `count` different records of `room` whose signature is wrong only in the low bytes of `S`
+/// (canonical, with a valid `R`), each in a well-formed change in an envelope: every one passes
+/// the cheap rules and costs a full signature check.
+fn bad_signature_spam(room: &str, count: u64) -> Result<Vec<Vec<u8>>> {
+    let room = RoomId::for_public_name(room)?;
+    let mut replica = Room::in_memory(room, Identity::generate());
+    let written = replica.post("spam")?;
+    let record = written.record.bytes();
+    let low_s = record.len() - 32;
+    (1..=count)
+        .map(|i| {
+            let mut bad = record.to_vec();
+            bad[low_s..low_s + 8].copy_from_slice(&i.to_le_bytes());
+            Ok(Envelope::encode(&with_record_bytes(
+                &room,
+                &written.change,
+                bad,
+            )?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graylisted_spammer_stays_graylisted_and_costs_no_more_signature_checks() -> Result<()> {
+    /// How long the spammer is watched once graylisted: gossipsub's default P4 decay (0.3 a
+    /// second) let a spammer out of the graylist within about two seconds.
+    const WATCHED: Duration = Duration::from_secs(8);
+    let graylist = grapevine_node::behaviour::score_thresholds().graylist_threshold;
+    let dir = tempfile::tempdir()?;
+    let (a, _events) = Node::spawn(common::config(dir.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    // About 100 records a second for longer than the test runs.
+    let spam = bad_signature_spam("lobby", 3_000)?;
+    let target = a.listen_addrs().await?.remove(0);
+    let topic = room_topic(RoomId::for_public_name("lobby")?);
+    let (spammer, task) = spawn_hostile_peer(target, topic, spam, Duration::from_millis(10))?;
+
+    common::eventually("the spammer is graylisted", || async {
+        Ok(a.gossip_source(spammer)
+            .await?
+            .score
+            .is_some_and(|score| score < graylist))
+    })
+    .await?;
+    let at_graylisting = a.gossip_source(spammer).await?;
+    assert!(at_graylisting.signature_checks > 0, "{at_graylisting:?}");
+    let until = tokio::time::Instant::now() + WATCHED;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = a.gossip_source(spammer).await?;
+        assert!(
+            now.score.is_some_and(|score| score < graylist),
+            "the spammer got out of the graylist: {now:?}"
+        );
+        assert_eq!(
+            now.signature_checks, at_graylisting.signature_checks,
+            "a signature was checked for the graylisted spammer"
+        );
+    }
+    task.abort();
+    a.shutdown().await?;
     Ok(())
 }
 

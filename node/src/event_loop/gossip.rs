@@ -2,11 +2,11 @@
 
 use std::collections::HashSet;
 
-use grapevine_crdt::{ApplyReport, Received};
+use grapevine_crdt::{ApplyReport, Received, RecordError, Rejection};
 use libp2p::PeerId;
 use libp2p::gossipsub::{self, MessageAcceptance};
 
-use super::{EventLoop, MAX_GOSSIP_BATCH, PendingGossip};
+use super::{EventLoop, MAX_COUNTED_SOURCES, MAX_GOSSIP_BATCH, PendingGossip};
 use crate::NodeEvent;
 use crate::behaviour::Envelope;
 
@@ -116,6 +116,18 @@ impl EventLoop {
         None
     }
 
+    /// Counts one record signature checked for gossip `source` forwarded.
+    fn count_signature_check(&mut self, source: PeerId) {
+        if self.signature_checks.len() >= MAX_COUNTED_SOURCES
+            && !self.signature_checks.contains_key(&source)
+        {
+            let swarm = &self.swarm;
+            self.signature_checks
+                .retain(|peer, _| swarm.is_connected(peer));
+        }
+        *self.signature_checks.entry(source).or_default() += 1;
+    }
+
     /// Applies every room's held gossip in one batch per room (the room's validation drops
     /// duplicates before checking any signature), then reports each message's verdict: applied
     /// or waiting → accept, duplicate → ignore, invalid → reject.
@@ -134,7 +146,11 @@ impl EventLoop {
             };
             let mut waiting_on = HashSet::new();
             for (i, message) in pending.iter().enumerate() {
-                let verdict = match report.outcomes.get(i) {
+                let outcome = report.outcomes.get(i);
+                if outcome.is_some_and(cost_a_signature_check) {
+                    self.count_signature_check(message.source);
+                }
+                let verdict = match outcome {
                     Some(Ok(Received::Applied(_))) => MessageAcceptance::Accept,
                     Some(Ok(Received::Waiting)) => {
                         waiting_on.insert(message.source);
@@ -155,4 +171,15 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// Whether a change's outcome took a record signature check: the signature is the room's last
+/// rule, so every change that got past the others (applied, waiting for dependencies, or refused
+/// for its signature) was checked, and duplicates and changes refused earlier were not.
+fn cost_a_signature_check(outcome: &Result<Received, Rejection>) -> bool {
+    matches!(
+        outcome,
+        Ok(Received::Applied(_) | Received::Waiting)
+            | Err(Rejection::Record(RecordError::BadSignature))
+    )
 }
