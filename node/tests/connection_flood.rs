@@ -183,16 +183,6 @@ async fn honest_node(
     Ok(node)
 }
 
-async fn first_addr(node: &NodeHandle) -> Result<Multiaddr> {
-    Ok(node
-        .listen_addrs()
-        .await?
-        .into_iter()
-        .next()
-        .context("no listen address")?
-        .with(Protocol::P2p(node.peer_id())))
-}
-
 /// The TCP socket address of a `/ip4/…/tcp/…` multiaddr.
 fn socket_addr(addr: &Multiaddr) -> Result<SocketAddr> {
     let mut ip = None;
@@ -238,11 +228,11 @@ async fn flood(limits: Limits, flooders: usize, silent: usize) -> Result<Outcome
     let (bootstrap, rx) = Node::spawn(config).await?;
     dirs.push(dir);
     events.push(rx);
-    let bootstrap_addr = first_addr(&bootstrap).await?;
+    let bootstrap_addr = common::first_addr(&bootstrap).await?;
     // A member already in the room, and a peer the bootstrap node will dial.
     let resident = honest_node(&mut dirs, &mut events, Some(&bootstrap_addr), Some(ROOM)).await?;
     let dialled = honest_node(&mut dirs, &mut events, None, None).await?;
-    let dialled_addr = first_addr(&dialled).await?;
+    let dialled_addr = common::first_addr(&dialled).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = spawn_sampler(bootstrap.clone(), stop.clone());

@@ -194,7 +194,7 @@ async fn honest_nodes(rng: &mut StdRng, members: usize, quota: RangeQuota) -> Re
         ..config
     };
     let (bootstrap, rx) = Node::spawn(config).await?;
-    let bootstrap_addr = first_addr(&bootstrap).await?;
+    let bootstrap_addr = common::first_addr(&bootstrap).await?;
     let mut honest = Honest {
         nodes: vec![bootstrap.clone()],
         addrs: vec![bootstrap_addr.clone()],
@@ -211,23 +211,12 @@ async fn honest_nodes(rng: &mut StdRng, members: usize, quota: RangeQuota) -> Re
             ..common::config(dir.path(), Transport::Tcp)
         };
         let (node, rx) = Node::spawn(config).await?;
-        honest.addrs.push(first_addr(&node).await?);
+        honest.addrs.push(common::first_addr(&node).await?);
         honest.nodes.push(node);
         honest._dirs.push(dir);
         honest._events.push(rx);
     }
     Ok(honest)
-}
-
-/// A node's first listen address with its peer id.
-async fn first_addr(node: &NodeHandle) -> Result<Multiaddr> {
-    Ok(node
-        .listen_addrs()
-        .await?
-        .into_iter()
-        .next()
-        .context("no listen address")?
-        .with(Protocol::P2p(node.peer_id())))
 }
 
 /// The /24 of an address's first IPv4 address, as the test sees it.
