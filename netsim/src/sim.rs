@@ -725,9 +725,7 @@ impl Sim {
     pub fn caught_up_after(&self, at: Instant, peers: Option<&[usize]>) -> Option<Duration> {
         let honest: Vec<usize> = match peers {
             Some(peers) => peers.to_vec(),
-            None => (0..self.members)
-                .filter(|&p| self.is_running(p) && !self.unmeasured.contains(&p))
-                .collect(),
+            None => self.honest_members(),
         };
         lock(&self.log).caught_up_after(at, &honest)
     }
@@ -736,9 +734,7 @@ impl Sim {
     /// receivers nor as publishers.
     pub async fn report(&self) -> Result<Report, SimError> {
         self.settle().await?;
-        let honest: Vec<usize> = (0..self.members)
-            .filter(|&p| self.is_running(p) && !self.unmeasured.contains(&p))
-            .collect();
+        let honest = self.honest_members();
         let unmeasured: Vec<usize> = self.unmeasured.clone().collect();
         let (traffic, gossip) = self
             .before_measuring
@@ -763,13 +759,18 @@ impl Sim {
         Ok(report)
     }
 
+    /// The running members that are measured: neither spammers nor slow readers.
+    fn honest_members(&self) -> Vec<usize> {
+        (0..self.members)
+            .filter(|&p| self.is_running(p) && !self.unmeasured.contains(&p))
+            .collect()
+    }
+
     /// How many peers each running honest member stayed connected to at every sample taken
     /// over `window` (one sample per [`KEPT_SAMPLE_EVERY`]): connections opened for one lookup
     /// or one sync exchange come and go, the kept ones are in every sample.
     pub async fn peers_kept(&self, window: Duration) -> Result<Vec<u32>, SimError> {
-        let honest: Vec<usize> = (0..self.members)
-            .filter(|&p| self.is_running(p) && !self.unmeasured.contains(&p))
-            .collect();
+        let honest = self.honest_members();
         let mut kept: Vec<Option<HashSet<PeerId>>> = vec![None; honest.len()];
         let end = Instant::now() + window;
         while Instant::now() < end {
