@@ -1,7 +1,7 @@
 //! A simulation: real Grapevine nodes on a [`SimNetwork`], arranged in a topology, driven by
 //! code (publish, partition, repair, crash, restart) and measured as they go.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use grapevine_node::crdt::RecordId;
 use grapevine_node::{Config, GossipCounts, Node, NodeError, NodeEvent, NodeHandle};
-use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -19,8 +19,9 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::flood::{FloodKind, FloodReport, KindScores};
 use crate::gossip::GossipError;
-use crate::hostile::{Hostile, HostilePeers, HostileReport};
+use crate::hostile::{EclipseReport, Hostile, HostilePeers, HostileReport};
 use crate::metrics::{ConnectionsPerNode, DeliveryLog, Report};
 use crate::network::{LinkFaults, SimNetwork};
 
@@ -257,6 +258,7 @@ impl SimBuilder {
             room_peers: Arc::new(Mutex::new(HashMap::new())),
             seed: self.seed,
             spammers: self.hostile.spammer_peers(self.peers, in_room),
+            eclipse_target: self.hostile.eclipse_target(),
             spam_posted: AtomicU64::new(0),
             hostile: HostilePeers::default(),
             gossip_of_crashed: GossipCounts::default(),
@@ -349,6 +351,8 @@ pub struct Sim {
     seed: u64,
     /// Members that spam: not honest receivers or publishers.
     spammers: Range<usize>,
+    /// The member sybils surround, if any.
+    eclipse_target: Option<usize>,
     spam_posted: AtomicU64,
     hostile: HostilePeers,
     /// What the gossipsub of crashed nodes counted before they went down (a node's counts
@@ -491,6 +495,8 @@ impl Sim {
                 damaged += 1;
             }
         }
+        let flood = self.flood_report().await?;
+        let eclipse = self.eclipse_report().await?;
         Ok(HostileReport {
             spammers: self.spammers.len(),
             forgers: self.hostile.forgers,
@@ -498,19 +504,95 @@ impl Sim {
             spam_posted: self.spam_posted.load(Ordering::Relaxed),
             forged_sent: self.hostile.sent.forged.load(Ordering::Relaxed),
             invalid_sent: self.hostile.sent.invalid.load(Ordering::Relaxed),
-            silent_mesh_links: self
-                .hostile
-                .sent
-                .silent_mesh_links
-                .iter()
-                .map(|links| links.load(Ordering::Relaxed))
-                .sum(),
+            silent_mesh_links: self.mesh_links(0..self.hostile.silent),
             tamper_sent: self.hostile.sent.tampered.load(Ordering::Relaxed),
             replays_sent: self.hostile.sent.replayed.load(Ordering::Relaxed),
             forged_stored: stored,
             targets_checked: targets.len(),
             targets_damaged: damaged,
+            flood,
+            eclipse,
         })
+    }
+
+    /// Mesh links the silent peers (and then the sybils) in `slots` held at their last check.
+    fn mesh_links(&self, slots: Range<usize>) -> u64 {
+        let links = &self.hostile.sent.silent_mesh_links;
+        links
+            .get(slots)
+            .unwrap_or_default()
+            .iter()
+            .map(|links| links.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// What the flooders sent, and each running member's score of each flooder that dials it.
+    async fn flood_report(&self) -> Result<Option<FloodReport>, SimError> {
+        if self.hostile.flooders.is_empty() {
+            return Ok(None);
+        }
+        let mut scores: Vec<(FloodKind, Vec<f64>)> = Vec::new();
+        for kind in [FloodKind::Ihave, FloodKind::Graft, FloodKind::Subscribe] {
+            let mut of_kind = Vec::new();
+            for (flooder, _, reached) in self.hostile.flooders.iter().filter(|f| f.1 == kind) {
+                for &peer in reached {
+                    let Ok(node) = self.node(peer) else {
+                        continue;
+                    };
+                    let score = node
+                        .peer_score(*flooder)
+                        .await
+                        .map_err(|source| SimError::Node { peer, source })?;
+                    of_kind.extend(score);
+                }
+            }
+            scores.push((kind, of_kind));
+        }
+        let scores = scores
+            .into_iter()
+            .map(|(kind, of_kind)| KindScores::of(kind, &of_kind))
+            .collect();
+        Ok(Some(
+            self.hostile
+                .flood_counts
+                .report(self.hostile.flooders.len(), scores),
+        ))
+    }
+
+    /// Who the sybils' target is connected to, and what it received of the records the others
+    /// published.
+    async fn eclipse_report(&self) -> Result<Option<EclipseReport>, SimError> {
+        let Some(target) = self.eclipse_target else {
+            return Ok(None);
+        };
+        let node = self.node(target)?;
+        let connected = node.peers().await.map_err(|source| SimError::Node {
+            peer: target,
+            source,
+        })?;
+        let members: HashSet<PeerId> = (0..self.members)
+            .filter_map(|peer| self.node(peer).ok().map(NodeHandle::peer_id))
+            .collect();
+        let sybils: HashSet<PeerId> = self.hostile.sybils.iter().copied().collect();
+        let spammers: Vec<usize> = self.spammers.clone().collect();
+        let delivery = lock(&self.log).report(
+            &[target],
+            &spammers,
+            self.started.elapsed(),
+            self.network.traffic(),
+            GossipCounts::default(),
+        );
+        let first_sybil = self.hostile.silent;
+        Ok(Some(EclipseReport {
+            target,
+            sybils: sybils.len(),
+            sybils_connected: connected.iter().filter(|p| sybils.contains(p)).count(),
+            honest_connected: connected.iter().filter(|p| members.contains(p)).count(),
+            sybil_mesh_links: self.mesh_links(first_sybil..first_sybil + sybils.len()),
+            published: delivery.published,
+            delivery_ratio: delivery.delivery_ratio,
+            latency: delivery.latency_per_delivery,
+        }))
     }
 
     /// Posts `count` records of `size` bytes from `peer` without measuring them: history for
