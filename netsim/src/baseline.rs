@@ -217,13 +217,14 @@ fn message_id(payload: &[u8]) -> RecordId {
 
 impl Swarms {
     /// Builds peer `i`'s swarm (listening at once, so others can dial it) without running it.
-    fn build(&self, i: usize) -> Result<BarePeer, SimError> {
+    /// Gossipsub counts into the registry handed back with it.
+    fn build(&self, i: usize) -> Result<(BarePeer, Arc<Registry>), SimError> {
         let peer = &self.peers[i];
         let settings = GossipSettings {
             heartbeat: self.heartbeat,
             validate: false,
         };
-        let mut bare = BarePeer::new(
+        let (mut bare, metrics) = BarePeer::new(
             &self.network,
             i,
             peer.key.clone(),
@@ -239,16 +240,15 @@ impl Swarms {
                 .subscribe(&self.topic)
                 .map_err(|e| GossipError::Setup(e.to_string()))?;
         }
-        Ok(bare)
+        Ok((bare, metrics))
     }
 
-    /// Runs peer `i`'s built swarm.
-    fn run(&mut self, i: usize, mut bare: BarePeer) {
+    /// Runs peer `i`'s built swarm, whose gossipsub counts into `metrics`.
+    fn run(&mut self, i: usize, (mut bare, metrics): (BarePeer, Arc<Registry>)) {
         let (commands, mut inbox) = mpsc::channel(COMMAND_CAPACITY);
         let topic = self.topic.clone();
         let log = self.log.clone();
         let deliveries = self.deliveries.clone();
-        let metrics = bare.metrics.clone();
         let task = tokio::spawn(async move {
             let mut redial = tokio::time::interval(REDIAL_INTERVAL);
             loop {
@@ -397,8 +397,17 @@ fn plan(scenario: &Scenario) -> (Vec<Vec<usize>>, Vec<String>) {
         notes.push("late joiners only get messages published after they join".into());
     }
     let hostile = &scenario.hostile;
-    if hostile.forgers > 0.0 || hostile.silent > 0.0 || hostile.sig_spammers > 0.0 {
-        notes.push("no forgers, silent peers or invalid-signature spammers in the baseline".into());
+    if hostile.forgers > 0.0
+        || hostile.silent > 0.0
+        || hostile.sig_spammers > 0.0
+        || hostile.flooders > 0.0
+        || hostile.sybils > 0
+    {
+        notes.push(
+            "no forgers, silent peers, invalid-signature spammers, flooders or sybils in the \
+             baseline"
+                .into(),
+        );
     }
     if hostile.slow_readers > 0.0 {
         notes.push("slow readers read at full speed in the baseline, unmeasured".into());

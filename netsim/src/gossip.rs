@@ -1,6 +1,6 @@
-//! Bare gossipsub peers on the simulated network: no Grapevine node, only a libp2p swarm with
-//! gossipsub over Noise and Yamux, as the node builds its own. Hostile peers (forgers, silent
-//! peers) and the raw-gossipsub baseline are made of them.
+//! Bare peers on the simulated network: no Grapevine node, only a libp2p swarm over Noise and
+//! Yamux, as the node builds its own, running gossipsub (forgers, silent peers, the raw-gossipsub
+//! baseline) or raw gossipsub streams (flooders).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::metrics::Registry;
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, Swarm, Transport as _, gossipsub, noise, yamux};
 use sha2::{Digest, Sha256};
 
@@ -41,27 +41,25 @@ pub(crate) struct GossipSettings {
     pub(crate) validate: bool,
 }
 
-/// A gossipsub swarm on the simulated network, and the addresses it keeps dialling.
-pub(crate) struct BarePeer {
-    pub(crate) swarm: Swarm<gossipsub::Behaviour>,
-    /// What gossipsub counts into; shared, so the counts can be read while the swarm runs.
-    pub(crate) metrics: Arc<Registry>,
+/// A swarm on the simulated network (a gossipsub one unless said otherwise), and the addresses
+/// it keeps dialling.
+pub(crate) struct BarePeer<B: NetworkBehaviour = gossipsub::Behaviour> {
+    pub(crate) swarm: Swarm<B>,
     targets: Vec<Multiaddr>,
     connected: HashSet<Multiaddr>,
 }
 
 impl BarePeer {
-    /// A swarm for network peer `index` with `key`, the nodes' mesh sizes, heartbeat delay and
-    /// message ids; [`BarePeer::dial_missing`] dials `targets`.
+    /// A gossipsub swarm for network peer `index` with `key`, the nodes' mesh sizes, heartbeat
+    /// delay and message ids; [`BarePeer::dial_missing`] dials `targets`. Gossipsub counts into
+    /// the registry handed back with it, which can be read while the swarm runs.
     pub(crate) fn new(
         network: &SimNetwork,
         index: usize,
         key: Keypair,
         settings: GossipSettings,
         targets: Vec<Multiaddr>,
-    ) -> Result<Self, GossipError> {
-        let setup = |e: &dyn std::fmt::Display| GossipError::Setup(e.to_string());
-        let raw = network.raw_transport(index);
+    ) -> Result<(Self, Arc<Registry>), GossipError> {
         let mut config = gossipsub::ConfigBuilder::default();
         config
             .validation_mode(gossipsub::ValidationMode::Strict)
@@ -78,6 +76,30 @@ impl BarePeer {
         }
         let config = config.build().map_err(|e| setup(&e))?;
         let mut metrics = Registry::default();
+        let behaviour =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+                .map_err(|e| setup(&e))?
+                .with_metrics(&mut metrics, gossipsub::MetricsConfig::default());
+        let peer = Self::with_behaviour(network, index, key, behaviour, targets)?;
+        Ok((peer, Arc::new(metrics)))
+    }
+}
+
+fn setup(e: &dyn std::fmt::Display) -> GossipError {
+    GossipError::Setup(e.to_string())
+}
+
+impl<B: NetworkBehaviour> BarePeer<B> {
+    /// A swarm running `behaviour` for network peer `index` with `key`, over Noise and Yamux as
+    /// the nodes' connections are; [`BarePeer::dial_missing`] dials `targets`.
+    pub(crate) fn with_behaviour(
+        network: &SimNetwork,
+        index: usize,
+        key: Keypair,
+        behaviour: B,
+        targets: Vec<Multiaddr>,
+    ) -> Result<Self, GossipError> {
+        let raw = network.raw_transport(index);
         let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(|key| {
@@ -89,22 +111,12 @@ impl BarePeer {
                 )
             })
             .map_err(|e| setup(&e))?
-            .with_behaviour(|key| {
-                gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
-                    config,
-                )
-                .map(|behaviour| {
-                    behaviour.with_metrics(&mut metrics, gossipsub::MetricsConfig::default())
-                })
-                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
-            })
+            .with_behaviour(|_| behaviour)
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
             .build();
         Ok(Self {
             swarm,
-            metrics: Arc::new(metrics),
             targets,
             connected: HashSet::new(),
         })
@@ -120,11 +132,8 @@ impl BarePeer {
         }
     }
 
-    /// Notes connections to targets; hands back what gossipsub reported.
-    pub(crate) fn on_event(
-        &mut self,
-        event: SwarmEvent<gossipsub::Event>,
-    ) -> Option<gossipsub::Event> {
+    /// Notes connections to targets; hands back what the behaviour reported.
+    pub(crate) fn on_event(&mut self, event: SwarmEvent<B::ToSwarm>) -> Option<B::ToSwarm> {
         match event {
             SwarmEvent::ConnectionEstablished {
                 endpoint: ConnectedPoint::Dialer { address, .. },

@@ -1,14 +1,16 @@
 //! Hostile peers: spammers (real nodes posting valid records fast), forgers (bare gossipsub
 //! peers publishing records signed by the wrong key and invalid Automerge changes on the room
-//! topic), silent peers (bare gossipsub peers that join the mesh and forward nothing) and
+//! topic), silent peers (bare gossipsub peers that join the mesh and forward nothing),
 //! invalid-signature spammers (bare gossipsub peers flooding records with bad signatures, see
-//! [`crate::sig_spam`]).
+//! [`crate::sig_spam`]), sybils (silent peers that all surround one member) and flooders
+//! (control-message floods, see [`crate::flood`]).
 //!
 //! Spammers are room members picked by [`Hostile::spammer_peers`]; their posts are scheduled as
-//! [`crate::Step::Spam`] and never measured. Forgers, silent peers and invalid-signature spammers
-//! come on top of the members and dial [`Hostile::links`] random members each. The report counts
-//! what they sent, whether any forged record was stored by a node, which must never happen, and
-//! what the invalid-signature spam cost the spammers' neighbours.
+//! [`crate::Step::Spam`] and never measured. Forgers, silent peers, invalid-signature spammers and
+//! flooders come on top of the members and dial [`Hostile::links`] random members each; sybils
+//! dial [`Hostile::target`] only. The report counts what they sent, whether any forged record was
+//! stored by a node, which must never happen, what the invalid-signature spam cost the spammers'
+//! neighbours, what the members think of the flooders, and what reached the sybils' target.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -23,14 +25,16 @@ use grapevine_node::crdt::{Identity, RecordId, Room, RoomId, record_object};
 use grapevine_node::room_topic;
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::{Multiaddr, gossipsub};
+use libp2p::{Multiaddr, PeerId, gossipsub};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
+use crate::flood::{Flood, FloodCounts, FloodKind, FloodPlan, FloodReport, Flooder};
 use crate::gossip::{BarePeer, GossipError, GossipSettings, REDIAL_INTERVAL};
+use crate::metrics::Percentiles;
 use crate::network::SimNetwork;
 use crate::sig_spam::{self, BadSignatures, DEFAULT_SIG_SPAM_RATE, SigSpammerReport, SpamSent};
 use crate::sim::ROOM;
@@ -82,9 +86,25 @@ pub struct Hostile {
     /// Bytes per second each slow reader reads from each of its connections.
     #[serde(default = "default_slow_read_rate")]
     pub slow_read_rate: u64,
-    /// Members each forger, silent peer or invalid-signature spammer dials.
+    /// Members each forger, silent peer, invalid-signature spammer or flooder dials.
     #[serde(default = "default_links")]
     pub links: usize,
+    /// Flooders, as a share of the members, added on top of them: bare peers sending
+    /// control-message floods (see [`crate::flood`]); the kinds of flood take turns.
+    #[serde(default)]
+    pub flooders: f64,
+    /// What the flooders send.
+    #[serde(default)]
+    pub flood: Flood,
+    /// Sybils around one member (an eclipse attempt): silent peers that all dial `target` and
+    /// no one else. A count, not a share: ten times the target's honest neighbours is the
+    /// attack of the hardening issue.
+    #[serde(default)]
+    pub sybils: usize,
+    /// The member the sybils surround. It publishes nothing, so the report can say what it
+    /// received.
+    #[serde(default)]
+    pub target: usize,
 }
 
 fn default_spam_rate() -> f64 {
@@ -116,6 +136,10 @@ impl Default for Hostile {
             sig_spam_rate: DEFAULT_SIG_SPAM_RATE,
             slow_read_rate: DEFAULT_SLOW_READ_RATE,
             links: DEFAULT_LINKS,
+            flooders: 0.0,
+            flood: Flood::default(),
+            sybils: 0,
+            target: 0,
         }
     }
 }
@@ -132,6 +156,13 @@ impl Hostile {
             && self.silent == 0.0
             && self.sig_spammers == 0.0
             && self.slow_readers == 0.0
+            && self.flooders == 0.0
+            && self.sybils == 0
+    }
+
+    /// The member the sybils surround, when there are sybils.
+    pub fn eclipse_target(&self) -> Option<usize> {
+        (self.sybils > 0).then_some(self.target)
     }
 
     /// The spammers among `members` room members of which the first `in_room` are in the room
@@ -169,6 +200,11 @@ impl Hostile {
         share(members, self.sig_spammers)
     }
 
+    /// How many flooders a simulation of `members` room members has.
+    pub fn flooder_count(&self, members: usize) -> usize {
+        share(members, self.flooders)
+    }
+
     /// Checks the values make sense.
     pub fn check(&self) -> Result<(), String> {
         for (name, value) in [
@@ -177,6 +213,7 @@ impl Hostile {
             ("silent", self.silent),
             ("sig-spammers", self.sig_spammers),
             ("slow-readers", self.slow_readers),
+            ("flooders", self.flooders),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(format!("hostile {name} must be a share between 0 and 1"));
@@ -190,10 +227,15 @@ impl Hostile {
                 "hostile sig-spam-rate must be between 0.1 and {MAX_SIG_SPAM_RATE} records/s"
             ));
         }
-        if self.links == 0 && (self.forgers > 0.0 || self.silent > 0.0 || self.sig_spammers > 0.0) {
+        if self.links == 0
+            && (self.forgers > 0.0
+                || self.silent > 0.0
+                || self.sig_spammers > 0.0
+                || self.flooders > 0.0)
+        {
             return Err("hostile links must be at least 1".into());
         }
-        Ok(())
+        self.flood.check()
     }
 }
 
@@ -233,10 +275,36 @@ pub struct HostileReport {
     /// Each invalid-signature spammer: what it sent, when its neighbours graylisted it, and the
     /// signature checks it cost them before and after.
     pub sig_spammers: Vec<SigSpammerReport>,
+    /// What the flooders sent and what the members think of them, when there are flooders.
+    pub flood: Option<FloodReport>,
+    /// What the target of the sybils received, when there are sybils.
+    pub eclipse: Option<EclipseReport>,
 }
 
-/// The running forgers, silent peers and invalid-signature spammers of a simulation, and what
-/// they sent.
+/// An eclipse attempt: what the sybils held around their target, and what reached it anyway.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EclipseReport {
+    /// The member the sybils surround.
+    pub target: usize,
+    /// Sybils in the run.
+    pub sybils: usize,
+    /// Sybils connected to the target at the report.
+    pub sybils_connected: usize,
+    /// Honest members connected to the target at the report.
+    pub honest_connected: usize,
+    /// Room-topic mesh links the sybils held at their last check (each reaches only the
+    /// target, so this is how many of them sat in its mesh).
+    pub sybil_mesh_links: u64,
+    /// Records published by the others during the run.
+    pub published: usize,
+    /// Share of those the target received, by gossip or sync.
+    pub delivery_ratio: f64,
+    /// The target's latency per delivery.
+    pub latency: Percentiles,
+}
+
+/// The running hostile peers of a simulation (forgers, silent peers, invalid-signature
+/// spammers, sybils, flooders), and what they sent.
 #[derive(Debug, Default)]
 pub(crate) struct HostilePeers {
     tasks: Vec<JoinHandle<()>>,
@@ -246,11 +314,17 @@ pub(crate) struct HostilePeers {
     /// Each invalid-signature spammer's peer id and the members it dials.
     pub(crate) sig_spammers: Vec<(libp2p::PeerId, Vec<usize>)>,
     pub(crate) spam_sent: Arc<SpamSent>,
+    /// The sybils' peer ids.
+    pub(crate) sybils: Vec<PeerId>,
+    /// Each flooder's peer id, kind, and the members it dials.
+    pub(crate) flooders: Vec<(PeerId, FloodKind, Vec<usize>)>,
+    pub(crate) flood_counts: Arc<FloodCounts>,
 }
 
 /// Counters and forged ids shared with the forgers' tasks.
 #[derive(Debug, Default)]
 pub(crate) struct Sent {
+    /// Each silent peer's mesh links, then each sybil's.
     pub(crate) silent_mesh_links: Vec<AtomicU64>,
     pub(crate) forged: AtomicU64,
     pub(crate) invalid: AtomicU64,
@@ -279,9 +353,9 @@ impl Sent {
 }
 
 impl HostilePeers {
-    /// Starts the forgers, silent peers and invalid-signature spammers of `hostile` on
-    /// [`ROOM`]'s topic as network peers `first..`, each dialling `links` of `members` (listening
-    /// at `addr(member)`) picked with `seed`.
+    /// Starts the hostile peers of `hostile` on [`ROOM`]'s topic as network peers `first..`:
+    /// forgers, silent peers, invalid-signature spammers and flooders each dial `links` of
+    /// `members` (listening at `addr(member)`) picked with `seed`; sybils dial the target only.
     pub(crate) fn spawn(
         hostile: &Hostile,
         network: &SimNetwork,
@@ -295,16 +369,20 @@ impl HostilePeers {
         let room_id = RoomId::for_public_name(ROOM).map_err(|e| setup(&e))?;
         let topic = room_topic(room_id);
         let (forgers, silent) = (hostile.forger_count(members), hostile.silent_count(members));
+        let sybils = hostile.sybils;
         let mut peers = Self {
+            tasks: Vec::new(),
             forgers,
             silent,
-            tasks: Vec::new(),
             sent: Arc::new(Sent {
-                silent_mesh_links: (0..silent).map(|_| AtomicU64::new(0)).collect(),
+                silent_mesh_links: (0..silent + sybils).map(|_| AtomicU64::new(0)).collect(),
                 ..Sent::default()
             }),
             sig_spammers: Vec::new(),
             spam_sent: Arc::default(),
+            sybils: Vec::new(),
+            flooders: Vec::new(),
+            flood_counts: Arc::default(),
         };
         for i in 0..peers.forgers + peers.silent {
             let forger = i < peers.forgers;
@@ -318,7 +396,7 @@ impl HostilePeers {
                 heartbeat,
                 validate: !forger,
             };
-            let mut peer = BarePeer::new(network, first + i, key, settings, targets)?;
+            let (mut peer, _) = BarePeer::new(network, first + i, key, settings, targets)?;
             peer.swarm
                 .behaviour_mut()
                 .subscribe(&topic)
@@ -356,7 +434,7 @@ impl HostilePeers {
             };
             let network_index = first + peers.forgers + peers.silent + index;
             let targets = dialled.iter().copied().map(&addr).collect();
-            let mut peer = BarePeer::new(network, network_index, key, settings, targets)?;
+            let (mut peer, _) = BarePeer::new(network, network_index, key, settings, targets)?;
             peer.swarm
                 .behaviour_mut()
                 .subscribe(&topic)
@@ -375,6 +453,58 @@ impl HostilePeers {
                 sent,
                 index,
             )));
+        }
+        // Sybils and flooders draw from a stream of their own, so adding them leaves the other
+        // hostile peers of a seed as they were.
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5b11_f100);
+        let mut next = first + peers.forgers + peers.silent + sig_spammers;
+        for i in 0..sybils {
+            let key =
+                Keypair::ed25519_from_bytes(rng.random::<[u8; 32]>()).map_err(|e| setup(&e))?;
+            peers.sybils.push(key.public().to_peer_id());
+            let settings = GossipSettings {
+                heartbeat,
+                validate: true,
+            };
+            let targets = vec![addr(hostile.target)];
+            let (mut peer, _) = BarePeer::new(network, next, key, settings, targets)?;
+            next += 1;
+            peer.swarm
+                .behaviour_mut()
+                .subscribe(&topic)
+                .map_err(|e| setup(&e))?;
+            let sent = peers.sent.clone();
+            let slot = peers.silent + i;
+            peers
+                .tasks
+                .push(tokio::spawn(stay_silent(peer, topic.clone(), sent, slot)));
+        }
+        let plan = FloodPlan {
+            flood: hostile.flood,
+            topic: topic.hash().into_string(),
+            heartbeat,
+            counts: peers.flood_counts.clone(),
+        };
+        for index in 0..hostile.flooder_count(members) {
+            let key =
+                Keypair::ed25519_from_bytes(rng.random::<[u8; 32]>()).map_err(|e| setup(&e))?;
+            let kind = FloodKind::of(index);
+            let reached = rand::seq::index::sample(&mut rng, members, hostile.links.min(members));
+            let targets = reached.iter().map(&addr).collect();
+            peers
+                .flooders
+                .push((key.public().to_peer_id(), kind, reached.into_vec()));
+            let flooder = Flooder {
+                index,
+                key,
+                kind,
+                targets,
+                seed: rng.random(),
+            };
+            peers
+                .tasks
+                .push(flooder.spawn(network, next, plan.clone())?);
+            next += 1;
         }
         Ok(peers)
     }
@@ -398,8 +528,9 @@ fn setup(e: &dyn std::fmt::Display) -> GossipError {
     GossipError::Setup(e.to_string())
 }
 
-/// A silent peer: subscribed and in meshes, holding every message for a validation result it
-/// never gives, so it forwards (and gossips) nothing. It notes its mesh size as number `index`.
+/// A silent peer (or sybil): subscribed and in meshes, holding every message for a validation
+/// result it never gives, so it forwards (and gossips) nothing. It notes its mesh size in slot
+/// `index` of the silent peers' mesh links.
 async fn stay_silent(
     mut peer: BarePeer,
     topic: gossipsub::IdentTopic,

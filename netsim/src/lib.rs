@@ -10,14 +10,17 @@
 //! - [`scenario`]: scenarios as TOML or code, and the seeded schedule of steps they give.
 //! - [`runner`]: plays a scenario on a simulation and gathers the [`runner::RunReport`].
 //! - [`resources`]: the process's CPU time and memory.
-//! - [`hostile`]: spammers, forgers and silent peers, and what they achieved.
+//! - [`hostile`]: spammers, forgers, silent peers, sybils around one member and flooders, and
+//!   what they achieved.
 //! - [`sig_spam`]: invalid-signature spammers, and the watch of when their neighbours graylist
 //!   them and what their spam costs in signature checks.
+//! - [`flood`]: control-message flooders, which write gossipsub RPCs by hand on raw streams.
 //! - [`baseline`]: the same scenario on plain gossipsub swarms, for side-by-side figures.
 //! - [`plot`]: the SVG picture of a run: latency distribution and convergence over time.
-//! - `gossip`: bare gossipsub swarms on the simulated network, for both of the above.
+//! - `gossip`: bare swarms on the simulated network, for the hostile peers and the baseline.
 
 pub mod baseline;
+pub mod flood;
 mod gossip;
 pub mod hostile;
 pub mod metrics;
@@ -30,8 +33,9 @@ pub mod sig_spam;
 pub mod sim;
 
 pub use baseline::{Baseline, BaselineReport, Ratios};
+pub use flood::{Flood, FloodKind, FloodReport};
 pub use gossip::GossipError;
-pub use hostile::{Hostile, HostileReport};
+pub use hostile::{EclipseReport, Hostile, HostileReport};
 pub use metrics::{ConnectionsPerNode, Percentiles, Report};
 pub use network::{LinkFaults, SimNetwork};
 pub use scenario::{Fault, Scenario, Step, TimedFault, Traffic};

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use grapevine_netsim::plot;
 use grapevine_netsim::runner::{self, RunReport};
-use grapevine_netsim::{Baseline, Hostile, Scenario, SigSpammerReport};
+use grapevine_netsim::{Baseline, EclipseReport, FloodReport, Hostile, Scenario, SigSpammerReport};
 use grapevine_netsim::{BaselineReport, Ratios};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -167,8 +167,8 @@ fn print_report(report: &RunReport) {
         println!("warm-up cpu              {cpu:.1} s (not counted above)");
     }
     println!(
-        "memory: peak {:.0} MiB, {:.2} MiB per peer",
-        usage.peak_rss_mib, usage.rss_per_peer_mib
+        "memory: peak {:.0} MiB, {:.2} MiB per peer, {:.1} MiB gained after setup",
+        usage.peak_rss_mib, usage.rss_per_peer_mib, report.run_rss_growth_mib
     );
     if let Some(quiet) = &report.quiet {
         if let Some(kept) = quiet.peers_kept {
@@ -218,6 +218,12 @@ fn print_report(report: &RunReport) {
             }
         );
         print_sig_spammers(&hostile.sig_spammers);
+        if let Some(flood) = &hostile.flood {
+            print_flood(flood);
+        }
+        if let Some(eclipse) = &hostile.eclipse {
+            print_eclipse(eclipse);
+        }
         println!("(delivery and latency above are over honest members and publishers only)");
     }
     if let (Some(baseline), Some(ratios)) = (&report.baseline, &report.ratios) {
@@ -259,6 +265,50 @@ fn print_sig_spammers(spammers: &[SigSpammerReport]) {
         } else {
             ""
         }
+    );
+}
+
+fn print_flood(flood: &FloodReport) {
+    println!(
+        "flood: {} flooders sent {} RPCs ({} bytes): {} IHAVE ids, {} PRUNEs then {} GRAFTs, {} \
+         subscriptions; members sent back {} bytes and closed {} flooding streams",
+        flood.flooders,
+        flood.rpcs_sent,
+        flood.bytes_sent,
+        flood.ihave_ids_sent,
+        flood.prunes_sent,
+        flood.grafts_sent,
+        flood.subscriptions_sent,
+        flood.bytes_received,
+        flood.streams_lost
+    );
+    for kind in &flood.scores {
+        println!(
+            "  {:?} flooders: {} member scores, {} negative, {} graylisted, highest {}",
+            kind.kind,
+            kind.pairs,
+            kind.negative,
+            kind.graylisted,
+            kind.highest
+                .map_or_else(|| "none".to_string(), |s| format!("{s:.1}"))
+        );
+    }
+}
+
+fn print_eclipse(eclipse: &EclipseReport) {
+    println!(
+        "eclipse: target {} with {} of {} sybils and {} honest members connected, {} sybil mesh \
+         links; it received {:.3} of {} records, latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        eclipse.target,
+        eclipse.sybils_connected,
+        eclipse.sybils,
+        eclipse.honest_connected,
+        eclipse.sybil_mesh_links,
+        eclipse.delivery_ratio,
+        eclipse.published,
+        eclipse.latency.p50_ms,
+        eclipse.latency.p99_ms,
+        eclipse.latency.max_ms
     );
 }
 

@@ -46,10 +46,15 @@ impl Usage {
         // utime and stime are fields 14 and 15, that is 11 and 12 after the state field.
         Reading {
             cpu_seconds: (ticks(11) + ticks(12)) / TICKS_PER_SECOND,
-            rss_mib: status_kib("VmRSS") / 1024.0,
+            rss_mib: rss_mib(),
             wall: Some(std::time::Instant::now()),
         }
     }
+}
+
+/// Resident memory of the process now, MiB.
+pub fn rss_mib() -> f64 {
+    status_kib("VmRSS") / 1024.0
 }
 
 impl Reading {

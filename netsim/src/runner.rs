@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::baseline::{self, BaselineReport, Ratios};
 use crate::hostile::HostileReport;
 use crate::metrics::{ConnectionsPerNode, Report};
-use crate::resources::{Reading, Usage};
+use crate::resources::{self, Reading, Usage};
 use crate::scenario::{Scenario, Step};
 use crate::sim::{Sim, SimError};
 
@@ -45,6 +45,10 @@ pub struct RunReport {
     pub usage: Usage,
     /// CPU seconds the warm-up took (building the network included), when there was one.
     pub warmup_cpu_s: Option<f64>,
+    /// Resident memory (MiB) the process gained from the start of the traffic (every node
+    /// built and in its room, hostile peers started) to its highest reading during the traffic
+    /// and the wait for convergence, read every quarter second: what the run cost after setup.
+    pub run_rss_growth_mib: f64,
     /// Running members that saw no other room member at the end: cut off from the room.
     pub isolated: Vec<usize>,
     /// Steps that ran late (the process could not keep up), and the worst delay in ms.
@@ -161,6 +165,8 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         sim.measure_from_now().await?;
     }
     let start = Instant::now();
+    let start_rss = resources::rss_mib();
+    let mut highest_rss = start_rss;
     let schedule = scenario.schedule();
     let mut waiting: Option<(String, Instant)> = None;
     let mut convergence_after_faults = Vec::new();
@@ -182,6 +188,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
                 waiting = None;
             }
             progress(start.elapsed().min(scenario.duration));
+            highest_rss = highest_rss.max(resources::rss_mib());
             let nap = CONVERGENCE_CHECK.min(next_at.saturating_duration_since(Instant::now()));
             tokio::time::sleep(nap).await;
         }
@@ -223,6 +230,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
     }
     progress(scenario.duration);
     let final_convergence = sim.wait_converged(scenario.settle).await.ok();
+    highest_rss = highest_rss.max(resources::rss_mib());
     if let Some((what, since)) = waiting {
         let done = final_convergence.map(|_| since.elapsed().as_secs_f64());
         convergence_after_faults.push((what, done));
@@ -269,6 +277,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         final_convergence_s: final_convergence.map(|d| d.as_secs_f64()),
         usage,
         warmup_cpu_s,
+        run_rss_growth_mib: highest_rss - start_rss,
         isolated,
         late_steps,
         worst_step_delay_ms: worst_delay.as_secs_f64() * 1000.0,

@@ -258,14 +258,26 @@ impl Scenario {
         }
         self.hostile.check()?;
         let in_room = self.peers - self.late_joiners;
-        let unmeasured = self.hostile.unmeasured_peers(self.peers, in_room).len();
-        if unmeasured >= in_room {
+        let unmeasured = self.hostile.unmeasured_peers(self.peers, in_room);
+        if unmeasured.len() >= in_room {
             return Err(
                 "hostile spammers and slow readers leave no honest peer in the room".into(),
             );
         }
-        if self.traffic.publishers > in_room - unmeasured {
-            return Err("more publishers than honest peers in the room at the start".into());
+        let target = self.hostile.eclipse_target();
+        if let Some(target) = target
+            && (target >= in_room || unmeasured.contains(&target))
+        {
+            return Err(format!(
+                "the sybils' target {target} must be an honest member in the room from the start"
+            ));
+        }
+        if self.traffic.publishers > in_room - unmeasured.len() - usize::from(target.is_some()) {
+            return Err(
+                "more publishers than honest peers in the room at the start (the sybils' target \
+                 does not publish)"
+                    .into(),
+            );
         }
         if !(0.0..=1.0).contains(&self.link.loss) {
             return Err("link loss must be between 0 and 1".into());
@@ -299,7 +311,10 @@ impl Scenario {
         let in_room = self.peers - self.late_joiners;
         let spammers = self.hostile.spammer_peers(self.peers, in_room);
         let unmeasured = self.hostile.unmeasured_peers(self.peers, in_room);
-        let mut order: Vec<usize> = (0..in_room).filter(|p| !unmeasured.contains(p)).collect();
+        let target = self.hostile.eclipse_target();
+        let mut order: Vec<usize> = (0..in_room)
+            .filter(|p| !unmeasured.contains(p) && target != Some(*p))
+            .collect();
         order.shuffle(&mut rng);
         let publishers = &order[..self.traffic.publishers.max(1).min(order.len())];
         if self.traffic.burst > 0 {
@@ -376,6 +391,8 @@ impl Scenario {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     fn scenario(text: &str) -> Scenario {
@@ -460,6 +477,34 @@ mod tests {
         }));
         spam.hostile.spammers = 1.0;
         assert!(spam.check().is_err(), "no honest peer left");
+    }
+
+    #[test]
+    fn the_sybils_target_never_publishes_and_must_be_an_honest_member() {
+        let mut eclipse = scenario(BASE);
+        eclipse.faults.clear();
+        eclipse.traffic.publishers = 9;
+        eclipse.hostile = Hostile {
+            sybils: 30,
+            target: 4,
+            ..Hostile::default()
+        };
+        eclipse.check().unwrap();
+        let publishers: HashSet<usize> = eclipse
+            .schedule()
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Step::Publish(p) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(publishers.len(), 9);
+        assert!(!publishers.contains(&4));
+        eclipse.traffic.publishers = 10;
+        assert!(eclipse.check().is_err(), "the target is no publisher");
+        eclipse.traffic.publishers = 1;
+        eclipse.hostile.target = 10;
+        assert!(eclipse.check().is_err(), "no such member");
     }
 
     #[test]

@@ -19,8 +19,9 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::flood::{FloodKind, FloodReport, KindScores};
 use crate::gossip::GossipError;
-use crate::hostile::{Hostile, HostilePeers, HostileReport};
+use crate::hostile::{EclipseReport, Hostile, HostilePeers, HostileReport};
 use crate::metrics::{ConnectionsPerNode, CountsAt, DeliveryLog, Report};
 use crate::network::{LinkFaults, SimNetwork};
 use crate::sig_spam::{GraylistWatch, WatchTargets};
@@ -278,6 +279,7 @@ impl SimBuilder {
             spammers: self.hostile.spammer_peers(self.peers, in_room),
             slow_readers: self.hostile.slow_reader_peers(self.peers, in_room),
             unmeasured: self.hostile.unmeasured_peers(self.peers, in_room),
+            eclipse_target: self.hostile.eclipse_target(),
             spam_posted: AtomicU64::new(0),
             hostile: HostilePeers::default(),
             graylist_watch: None,
@@ -391,6 +393,8 @@ pub struct Sim {
     slow_readers: Range<usize>,
     /// Spammers and slow readers: not honest receivers or publishers.
     unmeasured: Range<usize>,
+    /// The member sybils surround, if any.
+    eclipse_target: Option<usize>,
     spam_posted: AtomicU64,
     hostile: HostilePeers,
     /// Reads the invalid-signature spammers' neighbours, when there are such spammers.
@@ -550,6 +554,8 @@ impl Sim {
                 damaged += 1;
             }
         }
+        let flood = self.flood_report().await?;
+        let eclipse = self.eclipse_report().await?;
         Ok(HostileReport {
             spammers: self.spammers.len(),
             slow_readers: self.slow_readers.len(),
@@ -558,20 +564,96 @@ impl Sim {
             spam_posted: self.spam_posted.load(Ordering::Relaxed),
             forged_sent: self.hostile.sent.forged.load(Ordering::Relaxed),
             invalid_sent: self.hostile.sent.invalid.load(Ordering::Relaxed),
-            silent_mesh_links: self
-                .hostile
-                .sent
-                .silent_mesh_links
-                .iter()
-                .map(|links| links.load(Ordering::Relaxed))
-                .sum(),
+            silent_mesh_links: self.mesh_links(0..self.hostile.silent),
             tamper_sent: self.hostile.sent.tampered.load(Ordering::Relaxed),
             replays_sent: self.hostile.sent.replayed.load(Ordering::Relaxed),
             forged_stored: stored,
             targets_checked: targets.len(),
             targets_damaged: damaged,
             sig_spammers,
+            flood,
+            eclipse,
         })
+    }
+
+    /// Mesh links the silent peers (and then the sybils) in `slots` held at their last check.
+    fn mesh_links(&self, slots: Range<usize>) -> u64 {
+        let links = &self.hostile.sent.silent_mesh_links;
+        links
+            .get(slots)
+            .unwrap_or_default()
+            .iter()
+            .map(|links| links.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// What the flooders sent, and each running member's score of each flooder that dials it.
+    async fn flood_report(&self) -> Result<Option<FloodReport>, SimError> {
+        if self.hostile.flooders.is_empty() {
+            return Ok(None);
+        }
+        let mut scores: Vec<(FloodKind, Vec<f64>)> = Vec::new();
+        for kind in [FloodKind::Ihave, FloodKind::Graft, FloodKind::Subscribe] {
+            let mut of_kind = Vec::new();
+            for (flooder, _, reached) in self.hostile.flooders.iter().filter(|f| f.1 == kind) {
+                for &peer in reached {
+                    let Ok(node) = self.node(peer) else {
+                        continue;
+                    };
+                    let score = node
+                        .peer_score(*flooder)
+                        .await
+                        .map_err(|source| SimError::Node { peer, source })?;
+                    of_kind.extend(score);
+                }
+            }
+            scores.push((kind, of_kind));
+        }
+        let scores = scores
+            .into_iter()
+            .map(|(kind, of_kind)| KindScores::of(kind, &of_kind))
+            .collect();
+        Ok(Some(
+            self.hostile
+                .flood_counts
+                .report(self.hostile.flooders.len(), scores),
+        ))
+    }
+
+    /// Who the sybils' target is connected to, and what it received of the records the others
+    /// published.
+    async fn eclipse_report(&self) -> Result<Option<EclipseReport>, SimError> {
+        let Some(target) = self.eclipse_target else {
+            return Ok(None);
+        };
+        let node = self.node(target)?;
+        let connected = node.peers().await.map_err(|source| SimError::Node {
+            peer: target,
+            source,
+        })?;
+        let members: HashSet<PeerId> = (0..self.members)
+            .filter_map(|peer| self.node(peer).ok().map(NodeHandle::peer_id))
+            .collect();
+        let sybils: HashSet<PeerId> = self.hostile.sybils.iter().copied().collect();
+        let spammers: Vec<usize> = self.spammers.clone().collect();
+        let delivery = lock(&self.log).report(
+            &[target],
+            &spammers,
+            self.started.elapsed(),
+            self.network.traffic(),
+            GossipCounts::default(),
+        );
+        let first_sybil = self.hostile.silent;
+        Ok(Some(EclipseReport {
+            target,
+            sybils: sybils.len(),
+            sybils_connected: connected.iter().filter(|p| sybils.contains(p)).count(),
+            honest_connected: connected.iter().filter(|p| members.contains(p)).count(),
+            sybil_mesh_links: self.mesh_links(first_sybil..first_sybil + sybils.len()),
+            published: delivery.published,
+            delivery_ratio: delivery.delivery_ratio,
+            latency: delivery.latency_per_delivery,
+        }))
     }
 
     /// Posts `count` records of `size` bytes from `peer` without measuring them: history for

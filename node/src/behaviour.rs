@@ -31,9 +31,51 @@ pub const KAD_PROTOCOL: &str = "/grapevine/kad/1.0.0";
 /// Largest sync request or response on the wire: a crdt sync message plus a little framing.
 pub const MAX_SYNC_FRAME_BYTES: usize = MAX_SYNC_MESSAGE_BYTES + 4 * 1024;
 
+/// What every room topic starts with; the room id follows.
+const ROOM_TOPIC_PREFIX: &str = "grapevine/room/";
+
 /// The gossipsub topic of a room: every member subscribes to it.
 pub fn room_topic(room: RoomId) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("grapevine/room/{room}"))
+    gossipsub::IdentTopic::new(format!("{ROOM_TOPIC_PREFIX}{room}"))
+}
+
+/// Whether `topic` names a room: the prefix, then a room id as 64 lowercase hex digits.
+fn is_room_topic(topic: &str) -> bool {
+    topic.strip_prefix(ROOM_TOPIC_PREFIX).is_some_and(|id| {
+        id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// Rooms a peer can be in as far as this node keeps track: gossipsub ignores a peer's
+/// subscriptions past this many, and a request subscribing to more at once. Without a bound a
+/// peer could subscribe to made-up topics without end, and the node keeps every one for as long
+/// as the peer stays connected: in netsim's `control-flood` scenario one flooder sends 2,000
+/// subscriptions of 200 bytes a second to each of three members, 24 MB of topic names in 20 s,
+/// all of which they kept. A member of more rooms than this is still served in the first 256
+/// it joined.
+pub const MAX_PEER_ROOMS: usize = 256;
+
+/// Which subscriptions of other peers gossipsub keeps: room topics only, at most
+/// [`MAX_PEER_ROOMS`] per peer.
+pub(crate) type SubscriptionFilter = gossipsub::MaxCountSubscriptionFilter<RoomTopics>;
+
+fn subscription_filter() -> SubscriptionFilter {
+    gossipsub::MaxCountSubscriptionFilter {
+        filter: RoomTopics,
+        max_subscribed_topics: MAX_PEER_ROOMS,
+        max_subscriptions_per_request: MAX_PEER_ROOMS,
+    }
+}
+
+/// Accepts room topics and nothing else: a node only ever joins those, and a topic name of fixed
+/// length bounds what each kept subscription costs (a made-up name may be 16 KiB long).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RoomTopics;
+
+impl gossipsub::TopicSubscriptionFilter for RoomTopics {
+    fn can_subscribe(&mut self, topic: &gossipsub::TopicHash) -> bool {
+        is_room_topic(topic.as_str())
+    }
 }
 
 /// The Kademlia key under which a room's members announce themselves: a sha2-256 multihash
@@ -201,7 +243,7 @@ pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) handshakes: crate::handshake_quota::Behaviour,
     pub(crate) memory: memory_connection_limits::Behaviour,
-    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) gossipsub: gossipsub::Behaviour<gossipsub::IdentityTransform, SubscriptionFilter>,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
@@ -240,9 +282,10 @@ impl Behaviour {
             .forward_queue_duration(FORWARD_QUEUE_WAIT)
             .build()
             .map_err(|e| e.to_string())?;
-        let mut gossipsub = gossipsub::Behaviour::new(
+        let mut gossipsub = gossipsub::Behaviour::new_with_subscription_filter(
             gossipsub::MessageAuthenticity::Signed(keypair.clone()),
             gossip_config,
+            subscription_filter(),
         )
         .map_err(str::to_string)?
         .with_metrics(metrics, gossipsub::MetricsConfig::default());
@@ -405,11 +448,25 @@ pub fn score_thresholds() -> gossipsub::PeerScoreThresholds {
     gossipsub::PeerScoreThresholds::default()
 }
 
+/// How much of a peer's behaviour penalty (P7: broken IWANT promises, GRAFTs during a backoff)
+/// is left after each second. libp2p's default, 0.2, forgets a penalty within seconds: in
+/// netsim's `control-flood` scenario a peer announcing 10,000 made-up ids a heartbeat was back at
+/// a score of zero about 7 s after its 5,000 broken promises were counted, and was then asked for
+/// 5,000 more, so it was heard about a third of the time. At 0.99 a penalty halves in about
+/// 69 s, and such a peer stays ignored while it keeps at it.
+const BEHAVIOUR_PENALTY_DECAY: f64 = 0.99;
+
+/// Behaviour penalties a peer may carry at no cost: one slip of an honest peer (a message it
+/// announced and could not deliver in time) does not push it out of meshes for minutes.
+const BEHAVIOUR_PENALTY_THRESHOLD: f64 = 1.0;
+
 /// Gossipsub peer scoring for the whole node.
 fn peer_score_params() -> gossipsub::PeerScoreParams {
     gossipsub::PeerScoreParams {
         // Honest peers often share an address (NAT at home, loopback in tests and netsim).
         ip_colocation_factor_weight: 0.0,
+        behaviour_penalty_decay: BEHAVIOUR_PENALTY_DECAY,
+        behaviour_penalty_threshold: BEHAVIOUR_PENALTY_THRESHOLD,
         ..gossipsub::PeerScoreParams::default()
     }
 }
@@ -462,6 +519,26 @@ mod tests {
             / peer_score_params().decay_interval.as_secs_f64();
         let left = params.invalid_message_deliveries_decay.powf(seconds);
         assert!((left - 0.5).abs() < 1e-9, "{left}");
+    }
+
+    #[test]
+    fn only_room_topics_pass_the_subscription_filter() {
+        use gossipsub::{TopicHash, TopicSubscriptionFilter};
+        let mut filter = subscription_filter();
+        assert_eq!(filter.max_subscribed_topics, MAX_PEER_ROOMS);
+        assert!(filter.can_subscribe(&room_topic(RoomId([7; 32])).hash()));
+        for foreign in [
+            "grapevine/room/".to_string(),
+            format!("grapevine/room/{}", "AB".repeat(32)),
+            format!("grapevine/room/{}0", "ab".repeat(32)),
+            format!("grapevine/room/{}", "ag".repeat(32)),
+            format!("flood/{}", "x".repeat(200)),
+        ] {
+            assert!(
+                !filter.can_subscribe(&TopicHash::from_raw(foreign.clone())),
+                "{foreign}"
+            );
+        }
     }
 
     #[test]
