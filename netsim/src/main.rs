@@ -7,6 +7,7 @@
 //! convergence over time.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -16,6 +17,7 @@ use grapevine_netsim::runner::{self, RunReport};
 use grapevine_netsim::{Baseline, EclipseReport, FloodReport, Hostile, Scenario, SigSpammerReport};
 use grapevine_netsim::{BaselineReport, Ratios};
 use indicatif::{ProgressBar, ProgressStyle};
+use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's allocator: a hundred nodes in one process allocate and free small
 /// buffers all the time, and glibc's malloc and free took about a fifth of the CPU of `steady`.
@@ -65,6 +67,9 @@ enum Command {
         /// No progress bar
         #[arg(long)]
         quiet: bool,
+        /// Write the nodes' logs to this file, at the level `RUST_LOG` sets (default `warn`)
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
     },
 }
 
@@ -80,7 +85,19 @@ fn main() -> Result<()> {
         plot,
         store_dir,
         quiet,
+        log,
     } = Cli::parse().command;
+    if let Some(path) = log {
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("creating the log file {}", path.display()))?;
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+            )
+            .with_ansi(false)
+            .with_writer(Mutex::new(file))
+            .init();
+    }
     let mut scenario = Scenario::load(&scenario)?;
     if let Some(peers) = peers {
         scenario.peers = peers;
@@ -163,6 +180,11 @@ fn print_report(report: &RunReport) {
         },
         usage.cpu_ms_per_delivery
     );
+    if let Some(spread) = report.preload_spread_s {
+        println!(
+            "preloaded history held by every member {spread:.1} s after it was posted (warm-up)"
+        );
+    }
     if let Some(cpu) = report.warmup_cpu_s {
         println!("warm-up cpu              {cpu:.1} s (not counted above)");
     }

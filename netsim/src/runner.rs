@@ -15,6 +15,8 @@ use crate::sim::{Sim, SimError};
 
 /// How often convergence is checked while a repair or restart waits for it.
 const CONVERGENCE_CHECK: Duration = Duration::from_millis(250);
+/// Longest wait for a preloaded history to reach every member before the run.
+const PRELOAD_SPREAD: Duration = Duration::from_secs(600);
 /// Room members a peer must see for the mesh to count as formed (gossipsub's `mesh_n_low`).
 const MESH_MEMBERS: usize = grapevine_node::behaviour::MESH_N_LOW;
 
@@ -43,8 +45,13 @@ pub struct RunReport {
     pub final_convergence_s: Option<f64>,
     /// CPU from the start of the schedule (after any warm-up) and memory of the whole run.
     pub usage: Usage,
-    /// CPU seconds the warm-up took (building the network included), when there was one.
+    /// CPU seconds the warm-up took (building the network and spreading a preloaded history
+    /// included), when there was one.
     pub warmup_cpu_s: Option<f64>,
+    /// Seconds from the end of the preload until every member in the room held the preloaded
+    /// history (posted at one member, fetched by the others by gossip and sync), when the
+    /// scenario has one: part of the warm-up, not of the run.
+    pub preload_spread_s: Option<f64>,
     /// Resident memory (MiB) the process gained from the start of the traffic (every node
     /// built and in its room, hostile peers started) to its highest reading during the traffic
     /// and the wait for convergence, read every quarter second: what the run cost after setup.
@@ -144,16 +151,30 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         builder = builder.dir(dir.clone());
     }
     let mut sim = builder.build().await?;
-    if scenario.preload > 0 {
-        sim.preload(0, scenario.preload, scenario.traffic.size)
-            .await?;
-    }
     let in_room = scenario.peers - scenario.late_joiners;
     let mut mesh_formation = None;
     let network_up = Instant::now();
     let mut cpu_from = before;
     let mut warmup_cpu_s = None;
-    if !scenario.warmup.is_zero() {
+    let mut preload_spread_s = None;
+    if scenario.preload > 0 {
+        sim.preload(0, scenario.preload, scenario.traffic.size)
+            .await?;
+        // The history is the room's before the run: every member holds it before the
+        // schedule starts, and fetching it is not part of what the run measures.
+        let posted = Instant::now();
+        while !sim.converged().await? {
+            if posted.elapsed() > PRELOAD_SPREAD {
+                return Err(SimError::NotConverged(PRELOAD_SPREAD));
+            }
+            if mesh_formation.is_none() && mesh_formed(&sim, in_room) {
+                mesh_formation = Some(network_up.elapsed());
+            }
+            tokio::time::sleep(CONVERGENCE_CHECK).await;
+        }
+        preload_spread_s = Some(posted.elapsed().as_secs_f64());
+    }
+    if !scenario.warmup.is_zero() || scenario.preload > 0 {
         while network_up.elapsed() < scenario.warmup {
             if mesh_formation.is_none() && mesh_formed(&sim, in_room) {
                 mesh_formation = Some(network_up.elapsed());
@@ -277,6 +298,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         final_convergence_s: final_convergence.map(|d| d.as_secs_f64()),
         usage,
         warmup_cpu_s,
+        preload_spread_s,
         run_rss_growth_mib: highest_rss - start_rss,
         isolated,
         late_steps,

@@ -456,6 +456,7 @@ impl Sim {
         let (node, mut events) = Node::spawn(config)
             .await
             .map_err(|source| SimError::Node { peer, source })?;
+        tracing::info!(peer, id = %node.peer_id(), "simulated peer started");
         let log = self.log.clone();
         let events_seen = self.events_seen.clone();
         let room_peers = self.room_peers.clone();
@@ -737,17 +738,19 @@ impl Sim {
         Err(SimError::NotConverged(timeout))
     }
 
-    /// Whether every running member holds the same heads now.
+    /// Whether every running member in the room holds the same heads now (a late joiner counts
+    /// once it joined).
     pub async fn converged(&self) -> Result<bool, SimError> {
         let mut first: Option<BTreeMap<u32, Vec<grapevine_node::crdt::ChangeHash>>> = None;
         for peer in 0..self.members {
             let Ok(node) = self.node(peer) else {
                 continue;
             };
-            let heads = node
-                .heads(ROOM)
-                .await
-                .map_err(|source| SimError::Node { peer, source })?;
+            let heads = match node.heads(ROOM).await {
+                Ok(heads) => heads,
+                Err(NodeError::NotJoined(_)) => continue,
+                Err(source) => return Err(SimError::Node { peer, source }),
+            };
             match &first {
                 None => first = Some(heads),
                 Some(expected) if *expected != heads => return Ok(false),

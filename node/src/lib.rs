@@ -42,6 +42,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, Transport as _, noise, tcp, yamux};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 pub use behaviour::room_topic;
 pub use config::{
@@ -233,8 +234,10 @@ impl Node {
         let mut event_loop = event_loop::EventLoop::new(
             swarm, metrics, store, identity, &config, command_rx, event_tx,
         );
-        event_loop.rejoin(&rooms);
-        tokio::spawn(event_loop.run());
+        // Every line the loop logs names its node: a process may run many (simulations, tests).
+        let span = tracing::info_span!("node", peer = %peer_id);
+        span.in_scope(|| event_loop.rejoin(&rooms));
+        tokio::spawn(event_loop.run().instrument(span));
         Ok((NodeHandle::new(command_tx, peer_id), event_rx))
     }
 }
