@@ -17,6 +17,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
+use rand::seq::IndexedRandom;
 use tokio::sync::mpsc;
 use tokio::time::Interval;
 
@@ -94,6 +95,13 @@ const SPREAD_TO: usize = 2;
 const SPREAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Announced addresses kept per peer.
 const ANNOUNCED_ADDRS_PER_PEER: usize = 8;
+/// Longest time a room's catch-up exchange runs alone after the room is joined (see
+/// [`sync::CatchUp`]); at most half the sync request timeout, so that the exchanges held
+/// meanwhile are answered before their requesters give up.
+const CATCH_UP_ALONE: Duration = Duration::from_secs(10);
+/// Exchanges that wait for a room's catch-up, each way: bounded, since each held request keeps
+/// its message; past it they run at once, as without a catch-up.
+const MAX_WAITING_ON_CATCH_UP: usize = 64;
 
 /// DHT lookups asked for through the handle that may run at once: each walks the DHT, so a
 /// caller looping on them cannot make the node walk without bound.
@@ -123,6 +131,9 @@ struct Joined {
     sync_ticks: u64,
     /// When records gained by sync were last passed on to other members.
     last_spread: Option<Instant>,
+    /// The exchange that brings the room up to date after it was joined, while the others wait
+    /// for it.
+    catch_up: Option<sync::CatchUp>,
 }
 
 impl Joined {
@@ -256,6 +267,8 @@ pub(crate) struct EventLoop {
     announced_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     sync_exchange_rate: Rate,
     sync_request_rate: Rate,
+    /// How long a joined room's catch-up exchange runs alone at most.
+    catch_up_alone: Duration,
     dropped_events: u64,
 }
 
@@ -341,6 +354,7 @@ impl EventLoop {
             lan_peers: HashMap::new(),
             sync_exchange_rate: config.limits.sync_exchanges_per_peer,
             sync_request_rate: config.limits.sync_requests_per_peer,
+            catch_up_alone: CATCH_UP_ALONE.min(config.sync_request_timeout / 2),
             dropped_events: 0,
         }
     }
@@ -364,6 +378,7 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 _ = self.sync_timer.tick() => self.handle_sync_tick(),
                 _ = self.room_lookup_timer.tick() => {
+                    self.end_overdue_catch_ups();
                     self.make_room_for_newcomers();
                     self.handle_room_lookup_tick();
                 }
@@ -613,11 +628,13 @@ impl EventLoop {
                 remembered: VecDeque::new(),
                 sync_ticks: 0,
                 last_spread: None,
+                catch_up: Some(sync::CatchUp::new(Instant::now() + self.catch_up_alone)),
                 lookup_backoff: FIRST_LOOKUP_BACKOFF,
                 next_lookup: Instant::now() + FIRST_LOOKUP_BACKOFF,
             },
         );
-        for peer in self.room_members(&hash) {
+        // One member brings the room up to date; the others wait for it (see `CatchUp`).
+        if let Some(&peer) = self.room_members(&hash).choose(&mut rand::rng()) {
             self.start_sync(peer, id);
         }
         self.refresh_room_peers();

@@ -6,17 +6,55 @@ use std::time::Instant;
 
 use grapevine_crdt::{RoomId, SyncError};
 use libp2p::PeerId;
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::{
-    EventLoop, Exchange, MAX_SYNC_ROUNDS, REMEMBERED_SYNC_EVERY, Role, SPREAD_AFTER_RECORDS,
-    SPREAD_INTERVAL, SPREAD_TO, SyncBudget,
+    EventLoop, Exchange, MAX_SYNC_ROUNDS, MAX_WAITING_ON_CATCH_UP, REMEMBERED_SYNC_EVERY, Role,
+    SPREAD_AFTER_RECORDS, SPREAD_INTERVAL, SPREAD_TO, SyncBudget,
 };
 use crate::NodeEvent;
 use crate::behaviour::{SYNC_FAULT_SCORE, SyncRequest, SyncResponse};
 use crate::error::NodeError;
 use crate::rate_limit::TokenBucket;
+
+/// A room's first exchange after it is joined (or rejoined at start), run alone. A newcomer
+/// connected to many members would otherwise start an exchange with each at once (and those
+/// with lower peer ids one with it), and every one of them would send the whole history, since
+/// each starts from the newcomer's empty heads: nine copies of a 100,000-record history at a
+/// newcomer with nine members connected. The others wait until it ends, then find little left.
+pub(super) struct CatchUp {
+    /// The member it runs with, once one is picked: the first one an exchange is started with.
+    peer: Option<PeerId>,
+    /// Set when it ended with both sides holding the same records.
+    completed: bool,
+    /// When the others go ahead even though it has not ended (a slow or silent member).
+    deadline: Instant,
+    /// Members this node meant to start exchanges with meanwhile, started when it ends.
+    deferred: Vec<PeerId>,
+    /// Exchanges other members started meanwhile, answered when it ends.
+    held: Vec<HeldRequest>,
+}
+
+/// The first request of an exchange a member started during a catch-up, waiting for its answer.
+struct HeldRequest {
+    peer: PeerId,
+    request: SyncRequest,
+    channel: ResponseChannel<SyncResponse>,
+}
+
+impl CatchUp {
+    /// A catch-up with no member picked yet, running alone until `deadline` at most.
+    pub(super) fn new(deadline: Instant) -> Self {
+        Self {
+            peer: None,
+            completed: false,
+            deadline,
+            deferred: Vec::new(),
+            held: Vec::new(),
+        }
+    }
+}
 
 impl EventLoop {
     /// Anti-entropy: syncs each room with one member picked at random among those connected, or,
@@ -80,16 +118,135 @@ impl EventLoop {
     /// Ends an exchange, and starts the next one if [`EventLoop::sync_now`] asked for it meanwhile.
     fn end_exchange(&mut self, peer: PeerId, room: RoomId) {
         self.syncing.remove(&(peer, room));
+        let catching_up = self
+            .rooms
+            .get(&room)
+            .and_then(|joined| joined.catch_up.as_ref())
+            .is_some_and(|catch_up| catch_up.peer == Some(peer));
+        if catching_up {
+            self.catch_up_ended(room);
+        }
         if self.rerun.remove(&(peer, room)) {
             self.start_sync(peer, room);
         }
     }
 
+    /// After a room's catch-up exchange ended: when it did not complete (the member failed,
+    /// or the exchange ran out of rounds) and there is time left, the next waiting member takes
+    /// over; otherwise every waiting exchange goes ahead.
+    fn catch_up_ended(&mut self, room: RoomId) {
+        let Some(catch_up) = self.rooms.get_mut(&room).and_then(|j| j.catch_up.as_mut()) else {
+            return;
+        };
+        if !catch_up.completed
+            && Instant::now() < catch_up.deadline
+            && !catch_up.deferred.is_empty()
+        {
+            let next = catch_up.deferred.remove(0);
+            catch_up.peer = Some(next);
+            tracing::debug!(peer = %next, "catch-up handed over");
+            self.start_sync(next, room);
+        } else {
+            self.release_catch_up(room);
+        }
+    }
+
+    /// Ends a room's catch-up: the exchanges held for it are answered and the deferred ones
+    /// started.
+    fn release_catch_up(&mut self, room: RoomId) {
+        let Some(catch_up) = self.rooms.get_mut(&room).and_then(|j| j.catch_up.take()) else {
+            return;
+        };
+        tracing::debug!(
+            completed = catch_up.completed,
+            held = catch_up.held.len(),
+            deferred = catch_up.deferred.len(),
+            "catch-up over"
+        );
+        for HeldRequest {
+            peer,
+            request,
+            channel,
+        } in catch_up.held
+        {
+            let response = self.answer_sync(peer, request);
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_response(channel, response);
+        }
+        for peer in catch_up.deferred {
+            self.start_sync(peer, room);
+        }
+    }
+
+    /// Lets the exchanges waiting on a catch-up that ran past its deadline go ahead.
+    pub(super) fn end_overdue_catch_ups(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, joined)| joined.catch_up.as_ref().is_some_and(|c| c.deadline <= now))
+            .map(|(&room, _)| room)
+            .collect();
+        for room in overdue {
+            self.release_catch_up(room);
+        }
+    }
+
+    /// Keeps the first request of an exchange `peer` started while the room catches up, to be
+    /// answered once it has (when the room has no catch-up member yet, `peer` becomes it); gives
+    /// the request back when it is to be answered now.
+    fn hold_during_catch_up(
+        &mut self,
+        peer: PeerId,
+        request: SyncRequest,
+        channel: ResponseChannel<SyncResponse>,
+    ) -> Option<(SyncRequest, ResponseChannel<SyncResponse>)> {
+        let room = request.room;
+        let catch_up = self.rooms.get_mut(&room).and_then(|j| j.catch_up.as_mut());
+        let Some(catch_up) =
+            catch_up.filter(|c| request.start && c.held.len() < MAX_WAITING_ON_CATCH_UP)
+        else {
+            return Some((request, channel));
+        };
+        let unpicked = catch_up.peer.is_none();
+        catch_up.held.push(HeldRequest {
+            peer,
+            request,
+            channel,
+        });
+        if unpicked {
+            self.start_sync(peer, room);
+        }
+        None
+    }
+
     /// Starts an exchange with `peer` about `room` unless one is already running.
+    /// While the room catches up, an exchange with another member than the catch-up's waits.
     pub(super) fn start_sync(&mut self, peer: PeerId, room: RoomId) {
-        if !self.rooms.contains_key(&room) || !self.syncing.insert((peer, room)) {
+        let Some(joined) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        if self.syncing.contains(&(peer, room)) {
             return;
         }
+        if let Some(catch_up) = joined.catch_up.as_mut() {
+            match catch_up.peer {
+                None => catch_up.peer = Some(peer),
+                Some(picked) if picked != peer => {
+                    if !catch_up.deferred.contains(&peer)
+                        && catch_up.deferred.len() < MAX_WAITING_ON_CATCH_UP
+                    {
+                        catch_up.deferred.push(peer);
+                    }
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        self.syncing.insert((peer, room));
         let session = self
             .sessions
             .entry((peer, room, Role::Initiator))
@@ -99,7 +256,10 @@ impl EventLoop {
             return;
         };
         match joined.room.generate_sync_message(session) {
-            Ok(message) => self.send_sync(peer, room, true, message, 0),
+            Ok(message) => {
+                tracing::debug!(%peer, "sync exchange started");
+                self.send_sync(peer, room, true, message, 0);
+            }
             Err(e) => {
                 self.end_exchange(peer, room);
                 tracing::error!(error = %e, "generating a sync message failed");
@@ -138,16 +298,19 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    let response = if self.within_sync_budget(peer, request.start) {
-                        self.answer_sync(peer, request)
+                    let answer = if self.within_sync_budget(peer, request.start) {
+                        self.hold_during_catch_up(peer, request, channel)
+                            .map(|(request, channel)| (self.answer_sync(peer, request), channel))
                     } else {
-                        SyncResponse { message: None }
+                        Some((SyncResponse { message: None }, channel))
                     };
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_response(channel, response);
+                    if let Some((response, channel)) = answer {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_response(channel, response);
+                    }
                 }
                 request_response::Message::Response {
                     request_id,
@@ -171,6 +334,7 @@ impl EventLoop {
 
     fn report_sync_progress(&mut self, room: RoomId, peer: PeerId, new_records: usize) {
         if new_records > 0 {
+            tracing::debug!(%peer, new_records, "sync message applied");
             self.emit(NodeEvent::SyncProgress {
                 room,
                 peer,
@@ -255,6 +419,7 @@ impl EventLoop {
             .entry((peer, room_id, Role::Responder))
             .or_default();
         if request.start {
+            tracing::debug!(%peer, "answering a sync exchange");
             session.reset();
         }
         let mut new = Vec::new();
@@ -319,6 +484,12 @@ impl EventLoop {
         let done = next.is_none() && response.message.is_none();
         if done || rounds + 1 >= MAX_SYNC_ROUNDS {
             if done {
+                tracing::debug!(%peer, rounds = rounds + 1, records, "sync exchange completed");
+                if let Some(catch_up) = self.rooms.get_mut(&room).and_then(|j| j.catch_up.as_mut())
+                    && catch_up.peer == Some(peer)
+                {
+                    catch_up.completed = true;
+                }
                 // The records of the exchange are reported (once durable) before its end; a
                 // failure is logged and reported by `flush_room`.
                 let _ = self.flush_room(room);
