@@ -131,6 +131,11 @@ pub struct SyncRequest {
     /// The requester's sync message, if it has one.
     #[serde(with = "serde_bytes")]
     pub message: Option<Vec<u8>>,
+    /// The requester has just joined the room and is catching up: a responder catching up
+    /// itself answers at once rather than holding the request until its own catch-up ends, so
+    /// two newcomers never wait on each other. Absent (false) from peers that predate it.
+    #[serde(default)]
+    pub catching_up: bool,
 }
 
 /// A sync response: the responder's next sync message, or `None` when it has nothing to say.

@@ -295,6 +295,7 @@ async fn a_bad_sync_message_is_refused_and_sync_keeps_working() -> Result<()> {
         room: RoomId::for_public_name("lobby")?,
         start: true,
         message: Some(b"\x01 not a sync message".to_vec()),
+        catching_up: false,
     };
     let response = tokio::time::timeout(common::WAIT, async {
         loop {
@@ -349,6 +350,7 @@ async fn a_peer_flooding_sync_requests_is_answered_only_within_its_budget() -> R
         room: RoomId::for_public_name("lobby")?,
         start: true,
         message: None,
+        catching_up: false,
     };
     let started = std::time::Instant::now();
     let (mut sent, mut answered, mut refused) = (0, 0, 0);

@@ -196,8 +196,9 @@ impl EventLoop {
     }
 
     /// Keeps the first request of an exchange `peer` started while the room catches up, to be
-    /// answered once it has (when the room has no catch-up member yet, `peer` becomes it); gives
-    /// the request back when it is to be answered now.
+    /// answered once it has; gives the request back when it is to be answered now: when the
+    /// requester is catching up too (two newcomers holding each other's requests would both
+    /// wait for the deadline). When the room has no catch-up member yet, `peer` becomes it.
     fn hold_during_catch_up(
         &mut self,
         peer: PeerId,
@@ -205,22 +206,28 @@ impl EventLoop {
         channel: ResponseChannel<SyncResponse>,
     ) -> Option<(SyncRequest, ResponseChannel<SyncResponse>)> {
         let room = request.room;
-        let catch_up = self.rooms.get_mut(&room).and_then(|j| j.catch_up.as_mut());
-        let Some(catch_up) =
-            catch_up.filter(|c| request.start && c.held.len() < MAX_WAITING_ON_CATCH_UP)
-        else {
+        let Some(catch_up) = self.rooms.get_mut(&room).and_then(|j| j.catch_up.as_mut()) else {
             return Some((request, channel));
         };
+        if !request.start {
+            return Some((request, channel));
+        }
         let unpicked = catch_up.peer.is_none();
-        catch_up.held.push(HeldRequest {
-            peer,
-            request,
-            channel,
-        });
+        let answer_now = request.catching_up || catch_up.held.len() >= MAX_WAITING_ON_CATCH_UP;
+        let given_back = if answer_now {
+            Some((request, channel))
+        } else {
+            catch_up.held.push(HeldRequest {
+                peer,
+                request,
+                channel,
+            });
+            None
+        };
         if unpicked {
             self.start_sync(peer, room);
         }
-        None
+        given_back
     }
 
     /// Starts an exchange with `peer` about `room` unless one is already running.
@@ -275,10 +282,15 @@ impl EventLoop {
         message: Option<Vec<u8>>,
         rounds: u32,
     ) {
+        let catching_up = self
+            .rooms
+            .get(&room)
+            .is_some_and(|joined| joined.catch_up.is_some());
         let request = SyncRequest {
             room,
             start,
             message,
+            catching_up,
         };
         let addresses = self.announced_addrs.get(&peer).cloned().unwrap_or_default();
         let id = self
