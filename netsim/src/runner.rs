@@ -238,6 +238,9 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
             )),
             _ => None,
         };
+        if !matches!(step, Step::Publish(_) | Step::Spam(_)) {
+            tracing::info!(?step, "fault played");
+        }
         play(&mut sim, step, scenario.traffic.size).await?;
         if let Some((what, peer)) = catching_up {
             catch_ups.push((what, peer, Instant::now()));

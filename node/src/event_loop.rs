@@ -626,7 +626,11 @@ impl EventLoop {
                 room,
                 topic: hash.clone(),
                 remembered: VecDeque::new(),
-                sync_ticks: 0,
+                // Nodes started together tick in step (within one interval): started at the
+                // same count, their remembered turns would all fall in the same interval of
+                // every REMEMBERED_SYNC_EVERY, and a partition that heals just after it would
+                // wait that long for the first dial across.
+                sync_ticks: rand::random_range(0..REMEMBERED_SYNC_EVERY),
                 last_spread: None,
                 catch_up: Some(sync::CatchUp::new(Instant::now() + self.catch_up_alone)),
                 lookup_backoff: FIRST_LOOKUP_BACKOFF,
