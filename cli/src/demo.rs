@@ -144,9 +144,11 @@ async fn demo_peer(
         tokio::select! {
             _ = stop.changed() => break,
             event = events.recv() => match event {
-                Some(NodeEvent::RecordReceived { record, .. }) if record.author == newcomer && !away => {
-                    if let Body::Message { .. } = record.body {
-                        answer(&node, persona, index, record.id).await?;
+                Some(NodeEvent::RecordsReceived { records, .. }) if !away => {
+                    for record in records {
+                        if record.author == newcomer && matches!(record.body, Body::Message { .. }) {
+                            answer(&node, persona, index, record.id).await?;
+                        }
                     }
                 }
                 Some(_) => {}

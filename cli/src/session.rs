@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use grapevine_node::crdt::{Body, PublicKey, RecordId, RoomId, RoomView};
+use grapevine_node::crdt::{Body, IndexedRecord, PublicKey, RecordId, RoomId, RoomView};
 use grapevine_node::{NodeEvent, NodeHandle};
 use libp2p::multiaddr::Protocol;
 
@@ -131,22 +131,29 @@ impl Session {
         }])
     }
 
+    /// What a stored record means for the user (nothing when its room was left meanwhile); a
+    /// profile record updates the author's nickname first.
+    fn on_record(&mut self, room: RoomId, record: &IndexedRecord) -> Option<Output> {
+        if let Body::Profile { nickname } = &record.body {
+            self.nicks
+                .entry(room)
+                .or_default()
+                .insert(record.author, nickname.clone());
+        }
+        let name = self.room_name(room)?;
+        let nick = self.nick_of(room, &record.author).map(str::to_string);
+        Some(Output::record(name, record, nick))
+    }
+
     /// What a node event means for the user; also keeps nicknames current.
     pub(crate) fn on_event(&mut self, event: &NodeEvent) -> Vec<Output> {
         match event {
-            NodeEvent::RecordReceived { room, record }
-            | NodeEvent::RecordWritten { room, record } => {
-                if let Body::Profile { nickname } = &record.body {
-                    self.nicks
-                        .entry(*room)
-                        .or_default()
-                        .insert(record.author, nickname.clone());
-                }
-                let Some(name) = self.room_name(*room) else {
-                    return Vec::new();
-                };
-                let nick = self.nick_of(*room, &record.author).map(str::to_string);
-                vec![Output::record(name, record, nick)]
+            NodeEvent::RecordsReceived { room, records } => records
+                .iter()
+                .filter_map(|record| self.on_record(*room, record))
+                .collect(),
+            NodeEvent::RecordWritten { room, record } => {
+                self.on_record(*room, record).into_iter().collect()
             }
             NodeEvent::SyncCompleted { room, records, .. } => self
                 .room_name(*room)

@@ -464,8 +464,12 @@ impl Sim {
         let collector = tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 match event {
-                    NodeEvent::RecordReceived { record, .. } => {
-                        lock(&log).received(record.id, peer, Instant::now());
+                    NodeEvent::RecordsReceived { records, .. } => {
+                        let now = Instant::now();
+                        let mut log = lock(&log);
+                        for record in records {
+                            log.received(record.id, peer, now);
+                        }
                     }
                     NodeEvent::RoomPeersChanged { peers, .. } => {
                         lock_counts(&room_peers).insert(peer, peers.len());

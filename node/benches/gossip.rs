@@ -221,8 +221,10 @@ async fn grapevine(ledger: &Shared) -> Result<(Vec<Run>, Run)> {
             let ledger = ledger.clone();
             tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
-                    if let NodeEvent::RecordReceived { record, .. } = event {
-                        note_received(&ledger, record.id.0.to_vec());
+                    if let NodeEvent::RecordsReceived { records, .. } = event {
+                        for record in records {
+                            note_received(&ledger, record.id.0.to_vec());
+                        }
                     }
                 }
             });

@@ -65,17 +65,18 @@ const LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// What the node tells the rest of the program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
-    /// A record from another peer reached a joined room (by gossip or sync) and is stored; or,
-    /// after [`NodeEvent::StorageFailed`], is held in memory only, until a write to the room's
-    /// files succeeds again.
-    RecordReceived {
+    /// Records from other peers reached a joined room (by gossip or sync) and are stored; or,
+    /// after [`NodeEvent::StorageFailed`], are held in memory only, until a write to the room's
+    /// files succeeds again. One event per commit: a newcomer's catch-up brings a whole history
+    /// in one, which one event per record would overflow the event queue with (and drop).
+    RecordsReceived {
         /// The room's id.
         room: RoomId,
-        /// The record as indexed by the room.
-        record: IndexedRecord,
+        /// The records as indexed by the room, in the order they arrived.
+        records: Vec<IndexedRecord>,
     },
     /// A record this node wrote (through [`NodeHandle`]) is stored durably; it is being published.
-    /// With [`NodeEvent::RecordReceived`], the event stream carries every record of a joined room.
+    /// With [`NodeEvent::RecordsReceived`], the event stream carries every record of a joined room.
     RecordWritten {
         /// The room's id.
         room: RoomId,
@@ -98,7 +99,7 @@ pub enum NodeEvent {
         peers: Vec<PeerId>,
     },
     /// A sync exchange with a peer stored records this node lacked (the records themselves
-    /// arrive as [`NodeEvent::RecordReceived`] too).
+    /// arrive in [`NodeEvent::RecordsReceived`] too).
     SyncProgress {
         /// The room's id.
         room: RoomId,

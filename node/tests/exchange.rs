@@ -24,13 +24,17 @@ async fn two_peers_exchange_messages_both_ways(transport: Transport) -> Result<(
     .await?;
 
     let got_b = common::next_matching(&mut events_b, |e| match e {
-        NodeEvent::RecordReceived { record, .. } if record.id == from_a => Some(record.clone()),
+        NodeEvent::RecordsReceived { records, .. } => {
+            records.iter().find(|record| record.id == from_a).cloned()
+        }
         _ => None,
     })
     .await?;
     assert!(matches!(&got_b.body, Body::Message { text } if text == "hello from a"));
     common::next_matching(&mut events_a, |e| match e {
-        NodeEvent::RecordReceived { record, .. } if record.id == from_b => Some(()),
+        NodeEvent::RecordsReceived { records, .. } if records.iter().any(|r| r.id == from_b) => {
+            Some(())
+        }
         _ => None,
     })
     .await?;
@@ -71,7 +75,9 @@ async fn two_peers_over_quic_exchange_messages_both_ways() -> Result<()> {
     let from_b = b.post("lobby", "back over quic").await?;
     for (events, id) in [(&mut events_b, from_a), (&mut events_a, from_b)] {
         common::next_matching(events, |e| match e {
-            NodeEvent::RecordReceived { record, .. } if record.id == id => Some(()),
+            NodeEvent::RecordsReceived { records, .. } if records.iter().any(|r| r.id == id) => {
+                Some(())
+            }
             _ => None,
         })
         .await?;
@@ -142,7 +148,9 @@ async fn a_burst_of_300_gossiped_messages_arrives_complete() -> Result<()> {
     // Wait until a's first post reaches b, so the rest can travel by gossip.
     let first = a.post("lobby", "warm-up").await?;
     common::next_matching(&mut events_b, |e| match e {
-        NodeEvent::RecordReceived { record, .. } if record.id == first => Some(()),
+        NodeEvent::RecordsReceived { records, .. } if records.iter().any(|r| r.id == first) => {
+            Some(())
+        }
         _ => None,
     })
     .await?;
@@ -214,6 +222,32 @@ async fn gossip_counts_show_the_copies_a_peer_received() -> Result<()> {
     assert!(counts.received_bytes > 0, "{counts:?}");
     // Two peers: a sends each message to b once, so nothing arrives twice.
     assert_eq!(counts.duplicates, 0, "{counts:?}");
+    a.shutdown().await?;
+    b.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_hears_of_every_record_of_a_history_longer_than_its_event_queue() -> Result<()> {
+    let history = grapevine_node::config::DEFAULT_EVENT_CAPACITY + 1_000;
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, _events_a) = Node::spawn(common::config(dir_a.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    for i in 0..history {
+        a.post("lobby", &format!("history {i}")).await?;
+    }
+    let (b, mut events_b) = Node::spawn(common::config(dir_b.path(), Transport::Memory)).await?;
+    b.join("lobby").await?;
+    common::connect(&b, &a).await?;
+    // Nothing reads b's events until the whole history is in.
+    common::wait_for_messages(&b, "lobby", history).await?;
+    let mut heard = std::collections::HashSet::new();
+    while let Ok(event) = events_b.try_recv() {
+        if let NodeEvent::RecordsReceived { records, .. } = event {
+            heard.extend(records.into_iter().map(|record| record.id));
+        }
+    }
+    assert_eq!(heard.len(), history, "records b's events told of");
     a.shutdown().await?;
     b.shutdown().await?;
     Ok(())

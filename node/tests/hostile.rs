@@ -204,7 +204,9 @@ async fn junk_and_forgeries_on_a_room_topic_are_rejected_and_the_node_keeps_work
     common::connect(&b, &a).await?;
     let id = b.post("lobby", "still here").await?;
     common::next_matching(&mut events_a, |e| match e {
-        NodeEvent::RecordReceived { record, .. } if record.id == id => Some(()),
+        NodeEvent::RecordsReceived { records, .. } if records.iter().any(|r| r.id == id) => {
+            Some(())
+        }
         _ => None,
     })
     .await?;

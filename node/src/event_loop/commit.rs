@@ -79,10 +79,10 @@ impl EventLoop {
             }
             Err(error) => tracing::debug!(room = name, %error, "storing failed again"),
         }
-        for record in records {
-            self.emit(NodeEvent::RecordReceived {
+        if !records.is_empty() {
+            self.emit(NodeEvent::RecordsReceived {
                 room: room_id,
-                record,
+                records,
             });
         }
         result
