@@ -439,7 +439,7 @@ impl EventLoop {
             match joined.room.receive_sync_message(session, message) {
                 Ok(progress) => new = progress.new_records,
                 Err(e) => {
-                    session.reset();
+                    session.forget();
                     self.sync_fault(peer, &e);
                     return SyncResponse { message: None };
                 }
@@ -475,7 +475,7 @@ impl EventLoop {
             match joined.room.receive_sync_message(session, message) {
                 Ok(progress) => new = progress.new_records,
                 Err(e) => {
-                    session.reset();
+                    session.forget();
                     self.end_exchange(peer, room);
                     self.sync_fault(peer, &e);
                     return;
