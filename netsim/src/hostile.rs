@@ -246,6 +246,10 @@ pub struct HostileReport {
     pub spammers: usize,
     /// Slow readers (room members).
     pub slow_readers: usize,
+    /// Gossip messages the measured members dropped instead of sending them to the slow readers,
+    /// all together (each member's count of what gossipsub dropped for each slow reader): more
+    /// than zero when they really read too slowly for their senders.
+    pub dropped_for_slow_readers: u64,
     /// Forgers (bare gossipsub peers).
     pub forgers: usize,
     /// Silent peers (bare gossipsub peers).
