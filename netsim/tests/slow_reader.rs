@@ -6,9 +6,10 @@
 //! The traffic is sized from what lies between a sender's queue and the reader. Below the queue,
 //! each connection holds what the link and yamux's window on the gossip stream take (256 KiB,
 //! more once yamux has grown it); yamux returns window only once the reader has consumed half
-//! of it, minutes at 1 KiB/s. Until then the handler takes nothing from the queue, so nothing in
-//! it expires: the only way a message is dropped within the run is the queue being full, which
-//! takes the connection's fill plus 1,000 more messages. The test used to run 12 members at
+//! of it, minutes at 1 KiB/s. Until then, or until a new connection to the reader opens, no
+//! handler takes anything from the queue (the connections to one peer share it), so nothing in
+//! it expires: here a message is dropped only when the queue is full, which takes the
+//! connections' fill plus 1,000 more messages. The test used to run 12 members at
 //! 5 records/s of 200 bytes for 12 s: 60 records, about 47 KB per sender, which the connections
 //! absorb; it passed only through drops that had nothing to do with the slow reader (the same
 //! run without one dropped 0, 4 and 169 messages in three tries). Here 4 members (the slow reader is
