@@ -69,8 +69,9 @@ const MAX_LAN_PEERS: usize = 256;
 /// How often rooms are checked for a due lookup (and LAN peers redialled).
 const LOOKUP_CHECK: Duration = Duration::from_secs(1);
 
-/// Peers whose gossip signature checks (and, apart, messages dropped for reading slowly) are
-/// counted: past it, the counts of disconnected peers are forgotten. Connections are bounded well below it, so a connected peer always has its count.
+/// Peers a per-peer gossip count holds (signature checks, messages dropped for reading slowly):
+/// past it, the counts of disconnected peers are forgotten. Connections are bounded well below
+/// it, so a connected peer always has its counts.
 const MAX_COUNTED_SOURCES: usize = 4_096;
 
 /// Members of a room remembered after they disconnect, for anti-entropy. Enough that, after a
