@@ -44,9 +44,9 @@ pub const DEFAULT_SPAM_RATE: f64 = 10.0;
 /// Messages per second of each forger: enough to test rejection at every member it reaches,
 /// few enough that the graylist (four rejects) is what stops it, not the rate.
 pub const DEFAULT_FORGE_RATE: f64 = 2.0;
-/// Bytes per second a slow reader takes in from each connection: about a twentieth of what a
-/// member of `steady`'s room receives (10 records/s, each copy about 400 bytes, about four
-/// copies of each), so its senders' queues towards it fill up.
+/// Bytes per second a slow reader takes in over all its connections: about a fiftieth of what a
+/// member of `steady`'s room is sent (10 records/s, each copy about 860 bytes of gossip, six to
+/// seven copies of each, as netsim's `steady` measured).
 pub const DEFAULT_SLOW_READ_RATE: u64 = 1_024;
 /// The fastest an invalid-signature spammer may publish: one message per tokio timer tick (1 ms).
 pub const MAX_SIG_SPAM_RATE: f64 = 1_000.0;
@@ -70,7 +70,8 @@ pub struct Hostile {
     /// Invalid-signature spammers, as a share of the members, added on top of them.
     #[serde(default)]
     pub sig_spammers: f64,
-    /// Share (0 to 1) of the members that read their connections slowly, at `slow-read-rate`.
+    /// Share (0 to 1) of the members that read slowly, at `slow-read-rate` over all their
+    /// connections, from the end of the warm-up.
     /// They are not counted as honest receivers or publishers.
     #[serde(default)]
     pub slow_readers: f64,
@@ -83,7 +84,7 @@ pub struct Hostile {
     /// Records per second of each invalid-signature spammer.
     #[serde(default = "default_sig_spam_rate")]
     pub sig_spam_rate: f64,
-    /// Bytes per second each slow reader reads from each of its connections.
+    /// Bytes per second each slow reader reads, over all its connections together.
     #[serde(default = "default_slow_read_rate")]
     pub slow_read_rate: u64,
     /// Members each forger, silent peer, invalid-signature spammer or flooder dials.
@@ -246,6 +247,10 @@ pub struct HostileReport {
     pub spammers: usize,
     /// Slow readers (room members).
     pub slow_readers: usize,
+    /// Gossip messages the measured members dropped instead of sending them to the slow readers,
+    /// all together (each member's count of what gossipsub dropped for each slow reader): more
+    /// than zero when they really read too slowly for their senders.
+    pub dropped_for_slow_readers: u64,
     /// Forgers (bare gossipsub peers).
     pub forgers: usize,
     /// Silent peers (bare gossipsub peers).

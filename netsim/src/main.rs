@@ -219,11 +219,13 @@ fn print_report(report: &RunReport) {
     }
     if let Some(hostile) = &report.hostile {
         println!(
-            "hostile: {} spammers posted {} records; {} slow readers; {} forgers sent {} forged \
-             records and {} invalid changes; {} silent peers held {} mesh links",
+            "hostile: {} spammers posted {} records; {} slow readers ({} gossip messages dropped \
+             for them); {} forgers sent {} forged records and {} invalid changes; {} silent peers \
+             held {} mesh links",
             hostile.spammers,
             hostile.spam_posted,
             hostile.slow_readers,
+            hostile.dropped_for_slow_readers,
             hostile.forgers,
             hostile.forged_sent,
             hostile.invalid_sent,

@@ -7,7 +7,8 @@
 //! direction delays each chunk by the link's latency plus jitter, and a lost chunk (TCP would
 //! retransmit it) by [`RETRANSMIT_DELAY`] more, keeping the order. A partition or a crash cuts
 //! the pipes (both ends see the connection fail) and refuses new dials across it; a held link
-//! keeps its bytes until released; a slow reader takes bytes off its links at a set rate.
+//! keeps its bytes until released; a slow reader takes bytes off its links at a set rate (over all
+//! its links together).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -71,6 +72,9 @@ struct NetState {
     down: HashSet<usize>,
     /// Peers that read slowly: the bytes per second each takes in, over all its connections.
     read_rates: HashMap<usize, u64>,
+    /// When each slow reader is done reading the bytes its connections delivered so far: its
+    /// connections share its rate, so a reader with more connections is not a faster reader.
+    read_until: HashMap<usize, Instant>,
     rng: StdRng,
 }
 
@@ -83,6 +87,20 @@ impl NetState {
             Some(sides) => sides.get(&a) == sides.get(&b),
             None => true,
         }
+    }
+
+    /// When slow reader `peer` will have read `len` more bytes, after those its connections
+    /// delivered before; `None` for a peer reading at full speed.
+    fn read_until(&mut self, peer: usize, len: u64) -> Option<Instant> {
+        let rate = *self.read_rates.get(&peer)?;
+        let now = Instant::now();
+        let from = self
+            .read_until
+            .get(&peer)
+            .map_or(now, |&until| until.max(now));
+        let until = from + Duration::from_secs_f64(len as f64 / rate as f64);
+        self.read_until.insert(peer, until);
+        Some(until)
     }
 
     fn faults(&self, a: usize, b: usize) -> LinkFaults {
@@ -131,6 +149,7 @@ impl SimNetwork {
                 held: HashSet::new(),
                 down: HashSet::new(),
                 read_rates: HashMap::new(),
+                read_until: HashMap::new(),
                 rng: StdRng::seed_from_u64(seed),
             })),
             changes: watch::channel(0).0,
@@ -209,11 +228,13 @@ impl SimNetwork {
         self.changed();
     }
 
-    /// Makes `peer` read at most `bytes_per_second` from each of its connections (a slow
-    /// reader), or at full speed again with `None`. What it does not read waits in the link,
-    /// whose window then holds the sender back, as a TCP receive window would.
+    /// Makes `peer` read at most `bytes_per_second` over all its connections together (a slow
+    /// reader: its link or its CPU, not each connection, is what is slow), or at full speed again
+    /// with `None`. What it does not read waits in the link, whose window then holds the sender
+    /// back, as a TCP receive window would.
     pub fn set_read_rate(&self, peer: usize, bytes_per_second: Option<u64>) {
         let mut state = self.state();
+        state.read_until.remove(&peer);
         match bytes_per_second {
             Some(rate) => state.read_rates.insert(peer, rate.max(1)),
             None => state.read_rates.remove(&peer),
@@ -319,10 +340,11 @@ impl SimNetwork {
                     return;
                 }
                 network.traffic.bytes.fetch_add(len, Ordering::Relaxed);
-                // A slow reader takes the chunk in at its rate before the next one moves.
-                let read_rate = network.state().read_rates.get(&to).copied();
-                if let Some(rate) = read_rate {
-                    tokio::time::sleep(Duration::from_secs_f64(len as f64 / rate as f64)).await;
+                // A slow reader takes the chunk in at its rate, after what its other connections
+                // delivered before, and only then does the next chunk of this link move.
+                let read_until = network.state().read_until(to, len);
+                if let Some(read_until) = read_until {
+                    tokio::time::sleep_until(read_until).await;
                 }
             }
         });

@@ -185,6 +185,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         warmup_cpu_s = Some(cpu_from.since(&before, 0, 0).cpu_seconds);
         sim.measure_from_now().await?;
     }
+    sim.start_slow_reading();
     let start = Instant::now();
     let start_rss = resources::rss_mib();
     let mut highest_rss = start_rss;

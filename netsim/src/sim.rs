@@ -278,6 +278,7 @@ impl SimBuilder {
             seed: self.seed,
             spammers: self.hostile.spammer_peers(self.peers, in_room),
             slow_readers: self.hostile.slow_reader_peers(self.peers, in_room),
+            slow_read_rate: self.hostile.slow_read_rate,
             unmeasured: self.hostile.unmeasured_peers(self.peers, in_room),
             eclipse_target: self.hostile.eclipse_target(),
             spam_posted: AtomicU64::new(0),
@@ -287,9 +288,6 @@ impl SimBuilder {
             before_measuring: CountsAt::default(),
             _temp: temp,
         };
-        for peer in sim.slow_readers.clone() {
-            network.set_read_rate(peer, Some(self.hostile.slow_read_rate));
-        }
         let mut neighbours = self.topology.links(self.peers, self.seed);
         neighbours.resize(total, Vec::new());
         for (i, neighbours) in neighbours.iter().enumerate() {
@@ -391,6 +389,8 @@ pub struct Sim {
     spammers: Range<usize>,
     /// Members that read slowly.
     slow_readers: Range<usize>,
+    /// Bytes per second they read once [`Sim::start_slow_reading`] is called.
+    slow_read_rate: u64,
     /// Spammers and slow readers: not honest receivers or publishers.
     unmeasured: Range<usize>,
     /// The member sybils surround, if any.
@@ -513,6 +513,38 @@ impl Sim {
         Ok(())
     }
 
+    /// Makes the slow readers read slowly from now on. They join and find the room at full
+    /// speed: a slow reader is a member that cannot keep up with the room's traffic, and one
+    /// reading 1 KiB/s over all its connections from the start would spend the run on its
+    /// handshakes and never be sent any of it.
+    pub fn start_slow_reading(&self) {
+        for peer in self.slow_readers.clone() {
+            self.network.set_read_rate(peer, Some(self.slow_read_rate));
+        }
+    }
+
+    /// Gossip messages the running members dropped for the slow readers because they read too
+    /// slowly, all together.
+    async fn dropped_for_slow_readers(&self) -> Result<u64, SimError> {
+        let slow: Vec<_> = self
+            .slow_readers
+            .clone()
+            .filter_map(|peer| self.node(peer).ok().map(NodeHandle::peer_id))
+            .collect();
+        let mut dropped = 0;
+        for peer in self.honest_members() {
+            let node = self.node(peer)?;
+            for &slow in &slow {
+                dropped += node
+                    .gossip_source(slow)
+                    .await
+                    .map_err(|source| SimError::Node { peer, source })?
+                    .dropped_for_slowness;
+            }
+        }
+        Ok(dropped)
+    }
+
     /// The members that are spammers.
     pub fn spammers(&self) -> Range<usize> {
         self.spammers.clone()
@@ -564,6 +596,7 @@ impl Sim {
         Ok(HostileReport {
             spammers: self.spammers.len(),
             slow_readers: self.slow_readers.len(),
+            dropped_for_slow_readers: self.dropped_for_slow_readers().await?,
             forgers: self.hostile.forgers,
             silent: self.hostile.silent,
             spam_posted: self.spam_posted.load(Ordering::Relaxed),

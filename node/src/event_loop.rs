@@ -70,8 +70,9 @@ const MAX_LAN_PEERS: usize = 256;
 /// How often rooms are checked for a due lookup (and LAN peers redialled).
 const LOOKUP_CHECK: Duration = Duration::from_secs(1);
 
-/// Peers whose gossip signature checks are counted: past it, the counts of disconnected peers
-/// are forgotten. Connections are bounded well below it, so a connected peer always has its count.
+/// Peers a per-peer gossip count holds (signature checks, messages dropped for reading slowly):
+/// past it, the counts of disconnected peers are forgotten. Connections are bounded well below
+/// it, so a connected peer always has its counts.
 const MAX_COUNTED_SOURCES: usize = 4_096;
 
 /// Members of a room remembered after they disconnect, for anti-entropy. Enough that, after a
@@ -253,6 +254,9 @@ pub(crate) struct EventLoop {
     /// Record signatures checked for gossip each peer forwarded (see [`GossipSource`]); kept
     /// after a disconnect, as gossipsub keeps scores, up to [`MAX_COUNTED_SOURCES`] peers.
     signature_checks: HashMap<PeerId, u64>,
+    /// Gossip messages dropped for each peer that read too slowly (see [`GossipSource`]); kept
+    /// like `signature_checks`.
+    dropped_for_slowness: HashMap<PeerId, u64>,
     /// Bad sync messages per connected peer, which set its gossipsub application score.
     sync_faults: HashMap<PeerId, u32>,
     /// Peers found by mDNS and not expired, with their addresses.
@@ -347,6 +351,7 @@ impl EventLoop {
             unflushed_since: None,
             storage_failing: HashSet::new(),
             signature_checks: HashMap::new(),
+            dropped_for_slowness: HashMap::new(),
             sync_faults: HashMap::new(),
             sync_budgets: HashMap::new(),
             announced_addrs: HashMap::new(),
@@ -500,6 +505,11 @@ impl EventLoop {
                 let _ = reply.send(Ok(GossipSource {
                     score: self.swarm.behaviour().gossipsub.peer_score(&peer),
                     signature_checks: self.signature_checks.get(&peer).copied().unwrap_or(0),
+                    dropped_for_slowness: self
+                        .dropped_for_slowness
+                        .get(&peer)
+                        .copied()
+                        .unwrap_or(0),
                 }));
             }
             Command::PeerConnections(peer, reply) => {

@@ -171,7 +171,8 @@ pub struct ConnectionCounts {
 
 /// What this node saw of one peer as the source of room gossip, as
 /// [`NodeHandle::gossip_source`] reports it: enough to tell whether a spammer's messages still
-/// cost signature checks once gossipsub has graylisted it.
+/// cost signature checks once gossipsub has graylisted it, and what a slow reader made this
+/// node drop.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct GossipSource {
     /// The peer's gossipsub score here (`None` for a peer gossipsub does not know).
@@ -180,6 +181,11 @@ pub struct GossipSource {
     /// (duplicates and structurally invalid changes are dropped before any signature is checked
     /// and are not counted).
     pub signature_checks: u64,
+    /// Gossip messages this node dropped instead of sending them to the peer, since it started,
+    /// because the peer read too slowly: its send queue was full ([`behaviour::SEND_QUEUE_LEN`])
+    /// or they waited in it longer than allowed. A slow reader costs its senders this much, not
+    /// a queue without bound.
+    pub dropped_for_slowness: u64,
 }
 
 /// Starts nodes.

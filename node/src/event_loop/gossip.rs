@@ -1,14 +1,14 @@
 //! Room gossip: cheap checks on arrival, then one batch per room decides every verdict.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use grapevine_crdt::{ApplyReport, Received, RecordError, Rejection};
-use libp2p::PeerId;
 use libp2p::gossipsub::{self, MessageAcceptance};
+use libp2p::{PeerId, Swarm};
 
 use super::{EventLoop, MAX_COUNTED_SOURCES, MAX_GOSSIP_BATCH, PendingGossip};
 use crate::NodeEvent;
-use crate::behaviour::Envelope;
+use crate::behaviour::{Behaviour, Envelope};
 
 impl EventLoop {
     pub(super) fn handle_gossip(&mut self, event: gossipsub::Event) {
@@ -41,6 +41,18 @@ impl EventLoop {
             }
             gossipsub::Event::Unsubscribed { topic, .. } if self.topics.contains_key(&topic) => {
                 self.refresh_room_peers();
+            }
+            gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            } => {
+                let dropped = failed_messages.priority + failed_messages.non_priority;
+                count_for(
+                    &mut self.dropped_for_slowness,
+                    &self.swarm,
+                    peer_id,
+                    dropped as u64,
+                );
             }
             _ => {}
         }
@@ -118,14 +130,7 @@ impl EventLoop {
 
     /// Counts one record signature checked for gossip `source` forwarded.
     fn count_signature_check(&mut self, source: PeerId) {
-        if self.signature_checks.len() >= MAX_COUNTED_SOURCES
-            && !self.signature_checks.contains_key(&source)
-        {
-            let swarm = &self.swarm;
-            self.signature_checks
-                .retain(|peer, _| swarm.is_connected(peer));
-        }
-        *self.signature_checks.entry(source).or_default() += 1;
+        count_for(&mut self.signature_checks, &self.swarm, source, 1);
     }
 
     /// Applies every room's held gossip in one batch per room (the room's validation drops
@@ -182,4 +187,13 @@ fn cost_a_signature_check(outcome: &Result<Received, Rejection>) -> bool {
         Ok(Received::Applied(_) | Received::Waiting)
             | Err(Rejection::Record(RecordError::BadSignature))
     )
+}
+
+/// Adds `n` to `peer`'s count in `counts`, which holds at most [`MAX_COUNTED_SOURCES`] peers:
+/// when a new peer would pass that, the counts of disconnected peers are forgotten first.
+fn count_for(counts: &mut HashMap<PeerId, u64>, swarm: &Swarm<Behaviour>, peer: PeerId, n: u64) {
+    if counts.len() >= MAX_COUNTED_SOURCES && !counts.contains_key(&peer) {
+        counts.retain(|counted, _| swarm.is_connected(counted));
+    }
+    *counts.entry(peer).or_default() += n;
 }
