@@ -818,6 +818,8 @@ impl EventLoop {
         self.syncing.retain(|(p, _)| *p != peer);
         self.rerun.retain(|(p, _)| *p != peer);
         self.exchanges.retain(|_, exchange| exchange.peer != peer);
+        // Its exchanges will never report their end: a catch-up with it passes on now.
+        self.catch_up_peer_gone(peer);
         self.emit(NodeEvent::PeerDisconnected(peer));
         self.refresh_room_peers();
     }

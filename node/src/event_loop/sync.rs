@@ -181,6 +181,24 @@ impl EventLoop {
         }
     }
 
+    /// Passes on the catch-ups running with `peer`, which disconnected.
+    pub(super) fn catch_up_peer_gone(&mut self, peer: PeerId) {
+        let rooms: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, joined)| {
+                joined
+                    .catch_up
+                    .as_ref()
+                    .is_some_and(|c| c.peer == Some(peer))
+            })
+            .map(|(&room, _)| room)
+            .collect();
+        for room in rooms {
+            self.catch_up_ended(room);
+        }
+    }
+
     /// Lets the exchanges waiting on a catch-up that ran past its deadline go ahead.
     pub(super) fn end_overdue_catch_ups(&mut self) {
         let now = Instant::now();
