@@ -3,7 +3,7 @@
 //! either side, wait for it and then find nothing left to send.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use grapevine_netsim::{Sim, Topology};
@@ -12,6 +12,9 @@ use grapevine_netsim::{Sim, Topology};
 const HISTORY: usize = 2_000;
 /// Bytes of each record's text.
 const RECORD_SIZE: usize = 200;
+/// How long the members have been in the room when the newcomer joins: longer than a joined
+/// room's catch-up window (10 s).
+const MEMBERS_FOR: Duration = Duration::from_secs(12);
 /// Bytes of a record's signature.
 const SIGNATURE_BYTES: usize = 64;
 
@@ -26,8 +29,13 @@ async fn bytes_to_join(members: usize) -> Result<u64> {
         .heartbeat(Duration::from_millis(100))
         .build()
         .await?;
+    let built = Instant::now();
     sim.preload(0, HISTORY, RECORD_SIZE).await?;
     sim.wait_converged(Duration::from_secs(60)).await?;
+    // Members that joined the room less than 10 s ago are still in their own catch-up window
+    // and answer a newcomer's exchanges as one newcomer answers another; these have been
+    // members for longer.
+    tokio::time::sleep_until((built + MEMBERS_FOR).into()).await;
     let newcomer = members;
     ensure!(
         sim.node(newcomer)?.peers().await?.len() == members,

@@ -132,8 +132,9 @@ pub struct SyncRequest {
     #[serde(with = "serde_bytes")]
     pub message: Option<Vec<u8>>,
     /// The requester has just joined the room and is catching up: a responder catching up
-    /// itself answers at once rather than holding the request until its own catch-up ends, so
-    /// two newcomers never wait on each other. Absent (false) from peers that predate it.
+    /// itself holds the request until its own catch-up ends only when its peer id is the lower,
+    /// so that newcomers never wait on each other in a cycle. Absent (false) from peers that
+    /// predate it.
     #[serde(default)]
     pub catching_up: bool,
 }

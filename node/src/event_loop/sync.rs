@@ -214,9 +214,10 @@ impl EventLoop {
     }
 
     /// Keeps the first request of an exchange `peer` started while the room catches up, to be
-    /// answered once it has; gives the request back when it is to be answered now: when the
-    /// requester is catching up too (two newcomers holding each other's requests would both
-    /// wait for the deadline). When the room has no catch-up member yet, `peer` becomes it.
+    /// answered once it has; gives the request back when it is to be answered now. A request
+    /// from a node catching up too is held only by the side with the lower peer id: nodes
+    /// holding each other's requests in a cycle would all wait for the deadline, and a cycle of
+    /// ever lower ids cannot close. When the room has no catch-up member yet, `peer` becomes it.
     fn hold_during_catch_up(
         &mut self,
         peer: PeerId,
@@ -231,7 +232,8 @@ impl EventLoop {
             return Some((request, channel));
         }
         let unpicked = catch_up.peer.is_none();
-        let answer_now = request.catching_up || catch_up.held.len() >= MAX_WAITING_ON_CATCH_UP;
+        let answer_now = (request.catching_up && *self.swarm.local_peer_id() > peer)
+            || catch_up.held.len() >= MAX_WAITING_ON_CATCH_UP;
         let given_back = if answer_now {
             Some((request, channel))
         } else {
