@@ -6,6 +6,8 @@
 //! one process it also counts the flooders' own buffers and the bytes in flight on the simulated
 //! wire (see SECURITY.md for the figures).
 
+mod delivery;
+
 mod common;
 
 use std::path::Path;
@@ -69,13 +71,7 @@ async fn flooded_members_keep_delivering_and_graylist_the_ihave_and_graft_floode
             );
         }
     }
-    ensure!(report.delivery.published > 0);
-    ensure!(
-        report.delivery.delivery_ratio >= 0.99,
-        "honest delivery (seed {}): {}",
-        report.seed,
-        report.delivery
-    );
+    delivery::ensure_honest_delivery(report.seed, &report.delivery)?;
     ensure!(
         report.final_convergence_s.is_some(),
         "honest replicas reach identical heads under the flood"

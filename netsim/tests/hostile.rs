@@ -2,6 +2,8 @@
 //! get (nearly) every honest record, no forged record is ever stored, no honest record is deleted,
 //! overwritten or doubled by a forger, and honest replicas reach identical heads.
 
+mod delivery;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -46,12 +48,6 @@ async fn honest_members_deliver_and_store_no_forgery_among_forgers_and_silent_pe
         report.final_convergence_s.is_some(),
         "honest replicas reach identical heads despite the forgers: {hostile:?}"
     );
-    ensure!(report.delivery.published > 0);
-    ensure!(
-        report.delivery.delivery_ratio >= 0.99,
-        "honest delivery (seed {}): {}",
-        report.seed,
-        report.delivery
-    );
+    delivery::ensure_honest_delivery(report.seed, &report.delivery)?;
     Ok(())
 }
