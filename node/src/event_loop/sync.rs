@@ -183,18 +183,7 @@ impl EventLoop {
 
     /// Passes on the catch-ups running with `peer`, which disconnected.
     pub(super) fn catch_up_peer_gone(&mut self, peer: PeerId) {
-        let rooms: Vec<RoomId> = self
-            .rooms
-            .iter()
-            .filter(|(_, joined)| {
-                joined
-                    .catch_up
-                    .as_ref()
-                    .is_some_and(|c| c.peer == Some(peer))
-            })
-            .map(|(&room, _)| room)
-            .collect();
-        for room in rooms {
+        for room in self.rooms_catching_up(|c| c.peer == Some(peer)) {
             self.catch_up_ended(room);
         }
     }
@@ -202,15 +191,18 @@ impl EventLoop {
     /// Lets the exchanges waiting on a catch-up that ran past its deadline go ahead.
     pub(super) fn end_overdue_catch_ups(&mut self) {
         let now = Instant::now();
-        let overdue: Vec<RoomId> = self
-            .rooms
-            .iter()
-            .filter(|(_, joined)| joined.catch_up.as_ref().is_some_and(|c| c.deadline <= now))
-            .map(|(&room, _)| room)
-            .collect();
-        for room in overdue {
+        for room in self.rooms_catching_up(|c| c.deadline <= now) {
             self.release_catch_up(room);
         }
+    }
+
+    /// The rooms whose running catch-up `matches`.
+    fn rooms_catching_up(&self, matches: impl Fn(&CatchUp) -> bool) -> Vec<RoomId> {
+        self.rooms
+            .iter()
+            .filter(|(_, joined)| joined.catch_up.as_ref().is_some_and(&matches))
+            .map(|(&room, _)| room)
+            .collect()
     }
 
     /// Keeps the first request of an exchange `peer` started while the room catches up, to be
