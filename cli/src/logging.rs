@@ -14,7 +14,10 @@ fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// Sends logs to `grapevine.log` in `dir` (appending); returns the file's path.
+/// Sends logs to `grapevine.log` in `dir` (appending); returns the file's path. A line the file
+/// does not take (a full disk, a file system turned read-only) is dropped without a word: the
+/// chat reports the disk's failure itself, and stderr is the chat's screen, which a complaint
+/// from the logger for every line would garble.
 pub(crate) fn to_file(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating log directory {}", dir.display()))?;
@@ -28,6 +31,7 @@ pub(crate) fn to_file(dir: &Path) -> Result<PathBuf> {
         .with_env_filter(filter())
         .with_ansi(false)
         .with_writer(Mutex::new(file))
+        .log_internal_errors(false)
         .init();
     Ok(path)
 }
