@@ -339,6 +339,18 @@ fn wait_detached(image: &Path) -> bool {
     }
 }
 
+/// The room logs (`rooms/<room>/epoch-<n>.log`) the process `pid` holds open.
+fn open_room_logs(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("listing the open files")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("epoch-") && name.ends_with(".log")
+        })
+        .collect()
+}
+
 /// Whether this machine can attach loop devices (root, with `/dev/loop-control`), and why not.
 fn loop_devices_allowed() -> Result<(), String> {
     if !is_root() {
@@ -688,7 +700,11 @@ fn a_peer_whose_file_system_turns_read_only_keeps_running_and_its_store_survives
     ana.wait_all("message", "body", bo_before.clone());
     bo.wait_all("message", "body", ana_before.clone());
 
-    // The file system turns read-only under the running peer, its log file open for writing.
+    // The file system turns read-only under the running peer, its room log open for writing.
+    assert!(
+        !open_room_logs(ana.pid()).is_empty(),
+        "ana holds its room log open"
+    );
     disk.force_read_only();
     ana.send("into a read-only disk");
     let refused = ana.wait_for("the post refused", |v| {
