@@ -19,7 +19,8 @@
 //! - `test`: `netsim/tests/control_flood.rs`'s run: 3 flooders, one of each kind, for 20 s, all
 //!   on the one member.
 //! - `many`: how the cost grows with the flooders: [`MANY_FLOODERS`] (eight of each kind) on
-//!   the one member for 20 s, as an attacker with more keys than the scenario's could.
+//!   the one member for 20 s, as an attacker with more keys than the scenario's could;
+//!   `many-ihave`, `many-graft` and `many-subscribe`: as many of one kind, for what each costs.
 //!
 //! Both: the scenario's traffic (5 records/s of 200 bytes from 5 publishers), posted by the
 //! member's honest neighbours: as many as a member of the scenario's random-regular topology
@@ -67,10 +68,10 @@ const TEST_DURATION: Duration = Duration::from_secs(20);
 /// Flooders of the `many` size, all on the one member: four times the scenario's.
 const MANY_FLOODERS: usize = 24;
 
-/// One size of the flood: how many flooders and for how long, and the room around the member.
+/// One size of the flood: which flooders and for how long, and the room around the member.
 struct Size {
     name: &'static str,
-    flooders: usize,
+    flooders: Vec<FloodKind>,
     neighbours: usize,
     scenario: Scenario,
 }
@@ -264,7 +265,7 @@ impl MemberProcess {
 /// One run: the member in a fresh process, `size.neighbours` honest neighbours posting the
 /// scenario's traffic for its duration, and `flooders` flooders on the member (none for the run
 /// without).
-async fn run(size: &Size, flooders: usize) -> Result<Run> {
+async fn run(size: &Size, flooders: &[FloodKind]) -> Result<Run> {
     let scenario = &size.scenario;
     let mut member = MemberProcess::start().await?;
     let mut dirs = Vec::new();
@@ -292,7 +293,7 @@ async fn run(size: &Size, flooders: usize) -> Result<Run> {
     tokio::time::sleep(MESH_WAIT).await;
     let start_kib = member.rss_kib()?;
 
-    let flood = if flooders > 0 {
+    let flood = if !flooders.is_empty() {
         Some(Flooders::spawn(
             flooders,
             scenario.hostile.flood,
@@ -368,7 +369,7 @@ async fn run(size: &Size, flooders: usize) -> Result<Run> {
     if let Some(flood) = &flood {
         let scored: usize = flood.scores.iter().map(|kind| kind.pairs).sum();
         ensure!(
-            flood.rpcs_sent > 0 && scored == flooders,
+            flood.rpcs_sent > 0 && scored == flooders.len(),
             "every flooder reached the member: {flood:?}"
         );
     }
@@ -439,8 +440,8 @@ async fn measure(size: &Size) -> Result<()> {
         "{}: {} flooders ({:?}) on one member for {:?}; {} honest neighbours posting {} records/s \
          of {} bytes",
         size.name,
+        size.flooders.len(),
         size.flooders,
-        (0..size.flooders).map(FloodKind::of).collect::<Vec<_>>(),
         scenario.duration,
         size.neighbours,
         scenario.traffic.rate,
@@ -449,10 +450,10 @@ async fn measure(size: &Size) -> Result<()> {
     let mut with = Vec::new();
     let mut without = Vec::new();
     for i in 0..RUNS {
-        let quiet = run(size, 0).await?;
+        let quiet = run(size, &[]).await?;
         print_run(&format!("run {} without flooders", i + 1), &quiet);
         without.push(quiet.growth_mib());
-        let flooded = run(size, size.flooders).await?;
+        let flooded = run(size, &size.flooders).await?;
         print_run(&format!("run {} with flooders", i + 1), &flooded);
         with.push(flooded.growth_mib());
     }
@@ -488,28 +489,35 @@ fn sizes() -> Result<Vec<Size>> {
         duration: TEST_DURATION,
         ..full.clone()
     };
+    let many = |name, kinds: &[FloodKind]| Size {
+        name,
+        flooders: (0..MANY_FLOODERS).map(|i| kinds[i % kinds.len()]).collect(),
+        neighbours: links(full.peers),
+        scenario: Scenario {
+            duration: TEST_DURATION,
+            ..full.clone()
+        },
+    };
+    let all = [FloodKind::Ihave, FloodKind::Graft, FloodKind::Subscribe];
     Ok(vec![
         Size {
             name: "test",
-            flooders: TEST_FLOODERS,
+            flooders: (0..TEST_FLOODERS).map(FloodKind::of).collect(),
             neighbours: links(8),
             scenario: test,
         },
         Size {
             name: "full",
-            flooders: full.hostile.flooder_count(full.peers),
+            flooders: (0..full.hostile.flooder_count(full.peers))
+                .map(FloodKind::of)
+                .collect(),
             neighbours: links(full.peers),
             scenario: full.clone(),
         },
-        Size {
-            name: "many",
-            flooders: MANY_FLOODERS,
-            neighbours: links(full.peers),
-            scenario: Scenario {
-                duration: TEST_DURATION,
-                ..full
-            },
-        },
+        many("many", &all),
+        many("many-ihave", &all[..1]),
+        many("many-graft", &all[1..2]),
+        many("many-subscribe", &all[2..]),
     ])
 }
 
@@ -529,7 +537,9 @@ fn main() -> Result<()> {
         .map(String::as_str)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    println!("command: cargo bench -p grapevine-netsim --bench flood_memory [-- test|full|many]");
+    println!(
+        "command: cargo bench -p grapevine-netsim --bench flood_memory [-- test|full|many|many-ihave|many-graft|many-subscribe]"
+    );
     runtime.block_on(async {
         for size in sizes()? {
             if wanted.is_empty() || wanted.contains(&size.name) {

@@ -322,11 +322,11 @@ pub struct Flooders {
 }
 
 impl Flooders {
-    /// Starts `count` flooders, the kinds taking turns as in a simulation, each dialling every
+    /// Starts one flooder of each kind in `kinds`, each dialling every
     /// address in `targets` over a transport `raw` builds (one per flooder) and flooding
     /// `room`'s topic with `flood` every `heartbeat`; `seed` gives their keys and made-up ids.
     pub fn spawn(
-        count: usize,
+        kinds: &[FloodKind],
         flood: Flood,
         room: &str,
         heartbeat: Duration,
@@ -345,14 +345,13 @@ impl Flooders {
         };
         let mut rng = StdRng::seed_from_u64(seed);
         let mut flooders = Self {
-            peers: Vec::with_capacity(count),
+            peers: Vec::with_capacity(kinds.len()),
             counts,
-            tasks: Vec::with_capacity(count),
+            tasks: Vec::with_capacity(kinds.len()),
         };
-        for index in 0..count {
+        for (index, &kind) in kinds.iter().enumerate() {
             let key =
                 Keypair::ed25519_from_bytes(rng.random::<[u8; 32]>()).map_err(|e| setup(&e))?;
-            let kind = FloodKind::of(index);
             flooders.peers.push((key.public().to_peer_id(), kind));
             let flooder = Flooder {
                 index,
