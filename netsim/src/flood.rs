@@ -19,10 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::Multiaddr;
+use grapevine_node::crdt::RoomId;
+use grapevine_node::{RawTransport, room_topic};
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::Stream;
+use libp2p::{Multiaddr, PeerId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -30,7 +32,6 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::MissedTickBehavior;
 
 use crate::gossip::{BarePeer, GossipError, REDIAL_INTERVAL};
-use crate::network::SimNetwork;
 use streams::{Opened, RawStreams};
 
 /// Made-up message ids each IHAVE flooder announces per heartbeat: the figure of the hardening
@@ -201,7 +202,7 @@ pub const GRAYLIST_THRESHOLD: f64 = -80.0;
 
 impl KindScores {
     /// Tallies the scores `scores` (one per flooder and member it dials) of flooders of `kind`.
-    pub(crate) fn of(kind: FloodKind, scores: &[f64]) -> Self {
+    pub fn of(kind: FloodKind, scores: &[f64]) -> Self {
         Self {
             kind,
             pairs: scores.len(),
@@ -260,17 +261,16 @@ pub(crate) struct FloodPlan {
 }
 
 impl Flooder {
-    /// Starts the flooder as network peer `network_peer`: it dials its targets (and again after
-    /// a cut), floods on every stream it opens and drains every stream a member opens.
+    /// Starts the flooder on `raw` (a network peer's simulated links, or loopback TCP): it dials
+    /// its targets (and again after a cut), floods on every stream it opens and drains every
+    /// stream a member opens.
     pub(crate) fn spawn(
         self,
-        network: &SimNetwork,
-        network_peer: usize,
+        raw: RawTransport,
         plan: FloodPlan,
     ) -> Result<JoinHandle<()>, GossipError> {
         let peer = BarePeer::with_behaviour(
-            network,
-            network_peer,
+            raw,
             self.key.clone(),
             RawStreams::default(),
             self.targets.clone(),
@@ -307,6 +307,80 @@ impl Flooder {
                 // Reaps finished stream tasks, so the set does not grow over a long run.
                 Some(_) = streams.join_next(), if !streams.is_empty() => {}
             }
+        }
+    }
+}
+
+/// Flooders started outside a simulation, on a transport the caller builds. netsim's
+/// `flood_memory` bench runs the member they flood in a process of its own and floods it over
+/// loopback TCP, so the member's resident memory is read apart from the flooders' buffers and
+/// the bytes on the wire, which one netsim process counts together. Dropping them stops them.
+pub struct Flooders {
+    peers: Vec<(PeerId, FloodKind)>,
+    counts: Arc<FloodCounts>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Flooders {
+    /// Starts one flooder of each kind in `kinds`, each dialling every
+    /// address in `targets` over a transport `raw` builds (one per flooder) and flooding
+    /// `room`'s topic with `flood` every `heartbeat`; `seed` gives their keys and made-up ids.
+    pub fn spawn(
+        kinds: &[FloodKind],
+        flood: Flood,
+        room: &str,
+        heartbeat: Duration,
+        targets: &[Multiaddr],
+        seed: u64,
+        raw: impl Fn() -> RawTransport,
+    ) -> Result<Self, GossipError> {
+        let setup = |e: &dyn std::fmt::Display| GossipError::Setup(e.to_string());
+        let room_id = RoomId::for_public_name(room).map_err(|e| setup(&e))?;
+        let counts = Arc::new(FloodCounts::default());
+        let plan = FloodPlan {
+            flood,
+            topic: room_topic(room_id).hash().into_string(),
+            heartbeat,
+            counts: counts.clone(),
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut flooders = Self {
+            peers: Vec::with_capacity(kinds.len()),
+            counts,
+            tasks: Vec::with_capacity(kinds.len()),
+        };
+        for (index, &kind) in kinds.iter().enumerate() {
+            let key =
+                Keypair::ed25519_from_bytes(rng.random::<[u8; 32]>()).map_err(|e| setup(&e))?;
+            flooders.peers.push((key.public().to_peer_id(), kind));
+            let flooder = Flooder {
+                index,
+                key,
+                kind,
+                targets: targets.to_vec(),
+                seed: rng.random(),
+            };
+            flooders.tasks.push(flooder.spawn(raw(), plan.clone())?);
+        }
+        Ok(flooders)
+    }
+
+    /// Each flooder's peer id and kind.
+    pub fn peers(&self) -> &[(PeerId, FloodKind)] {
+        &self.peers
+    }
+
+    /// What the flooders sent so far, with `scores`, the members' scores of them read by the
+    /// caller.
+    pub fn report(&self, scores: Vec<KindScores>) -> FloodReport {
+        self.counts.report(self.peers.len(), scores)
+    }
+}
+
+impl Drop for Flooders {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Bare peers on the simulated network: no Grapevine node, only a libp2p swarm over Noise and
+//! Bare peers on the simulated network (flooders also on loopback TCP): no Grapevine node, only a libp2p swarm over Noise and
 //! Yamux, as the node builds its own, running gossipsub (forgers, silent peers, the raw-gossipsub
 //! baseline) or raw gossipsub streams (flooders).
 
@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use grapevine_node::RawTransport;
 use grapevine_node::behaviour::{MESH_N, MESH_N_HIGH, MESH_N_LOW};
 use libp2p::core::ConnectedPoint;
 use libp2p::core::upgrade::Version;
@@ -80,7 +81,7 @@ impl BarePeer {
             gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
                 .map_err(|e| setup(&e))?
                 .with_metrics(&mut metrics, gossipsub::MetricsConfig::default());
-        let peer = Self::with_behaviour(network, index, key, behaviour, targets)?;
+        let peer = Self::with_behaviour(network.raw_transport(index), key, behaviour, targets)?;
         Ok((peer, Arc::new(metrics)))
     }
 }
@@ -90,16 +91,15 @@ fn setup(e: &dyn std::fmt::Display) -> GossipError {
 }
 
 impl<B: NetworkBehaviour> BarePeer<B> {
-    /// A swarm running `behaviour` for network peer `index` with `key`, over Noise and Yamux as
-    /// the nodes' connections are; [`BarePeer::dial_missing`] dials `targets`.
+    /// A swarm running `behaviour` with `key` on `raw` (a peer's simulated links, or loopback TCP
+    /// for a peer outside a simulation), over Noise and Yamux as the nodes' connections are;
+    /// [`BarePeer::dial_missing`] dials `targets`.
     pub(crate) fn with_behaviour(
-        network: &SimNetwork,
-        index: usize,
+        raw: RawTransport,
         key: Keypair,
         behaviour: B,
         targets: Vec<Multiaddr>,
     ) -> Result<Self, GossipError> {
-        let raw = network.raw_transport(index);
         let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(|key| {

@@ -508,7 +508,7 @@ impl HostilePeers {
             };
             peers
                 .tasks
-                .push(flooder.spawn(network, next, plan.clone())?);
+                .push(flooder.spawn(network.raw_transport(next), plan.clone())?);
             next += 1;
         }
         Ok(peers)

@@ -33,7 +33,7 @@ pub mod sig_spam;
 pub mod sim;
 
 pub use baseline::{Baseline, BaselineReport, Ratios};
-pub use flood::{Flood, FloodKind, FloodReport};
+pub use flood::{Flood, FloodKind, FloodReport, Flooders, KindScores};
 pub use gossip::GossipError;
 pub use hostile::{EclipseReport, Hostile, HostileReport};
 pub use metrics::{ConnectionsPerNode, Percentiles, Report};

@@ -4,7 +4,8 @@
 //! it. The memory the flood costs is printed against the same run without the flooders (alone
 //! in its test binary, so the memory it reads is its own runs'); it is not asserted, because in
 //! one process it also counts the flooders' own buffers and the bytes in flight on the simulated
-//! wire (see SECURITY.md for the figures).
+//! wire. The flooded member's own memory is measured by the `flood_memory` bench, with the member
+//! in a process of its own (see SECURITY.md for the figures).
 
 mod delivery;
 
