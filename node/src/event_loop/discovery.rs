@@ -377,16 +377,22 @@ impl EventLoop {
         }
     }
 
-    /// Dials the bootstrap peers again while the node has no connection at all (a first dial can
+    /// Dials the bootstrap peers again while the node's routing table is empty (a first dial can
     /// be refused by a busy bootstrap node, or fail while the network is down), backing off from
-    /// `FIRST_LOOKUP_BACKOFF` to the room lookup interval; a connection resets the wait. A node
-    /// with other peers needs no bootstrap connection: its routing table still holds the
-    /// bootstrap nodes for lookups, and redialling them would keep every member connected to
-    /// nodes that close connections they do not need.
+    /// `FIRST_LOOKUP_BACKOFF` to the room lookup interval; a routing contact resets the wait. A
+    /// node with routing contacts needs no bootstrap connection: its lookups go through them,
+    /// and redialling the bootstrap nodes would keep every member connected to nodes that close
+    /// connections they do not need. Connections alone do not count: peers that serve no DHT
+    /// (bare gossip peers, spammers who dialled the node first) leave it with nobody to ask.
     fn redial_bootstrap(&mut self) {
-        let connected = self.swarm.connected_peers().next().is_some();
+        let has_contacts = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .any(|bucket| bucket.num_entries() > 0);
         let now = Instant::now();
-        if connected || self.bootstrap_addrs.is_empty() {
+        if has_contacts || self.bootstrap_addrs.is_empty() {
             self.bootstrap_backoff = FIRST_LOOKUP_BACKOFF;
             self.next_bootstrap_dial = now + FIRST_LOOKUP_BACKOFF;
             return;
