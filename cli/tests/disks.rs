@@ -438,6 +438,20 @@ fn set_aside_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Starts bo, then ana on `data_dir` knowing bo, and waits until ana has bo in the room.
+fn ana_and_bo_in_the_room(sandbox: &Sandbox, data_dir: &Path) -> (Peer, Peer) {
+    let mut bo = sandbox.chat("bo", &["--room", ROOM, "--nick", "bo"]);
+    let bo_id = bo.peer_id();
+    let mut ana = start_ana(sandbox, data_dir, Some(&mut bo));
+    ana.wait_for("bo in the room", |v| {
+        v["event"] == "room_peers"
+            && v["peers"]
+                .as_array()
+                .is_some_and(|peers| peers.iter().any(|p| p == bo_id.as_str()))
+    });
+    (ana, bo)
+}
+
 /// Starts `ana` on `data_dir`, joined to [`ROOM`], connected to `bo` when given.
 fn start_ana(sandbox: &Sandbox, data_dir: &Path, bo: Option<&mut Peer>) -> Peer {
     let mut args = vec!["--room", ROOM, "--nick", "ana"];
@@ -543,15 +557,7 @@ fn a_peer_whose_disk_fills_up_keeps_running_and_never_sends_what_it_cannot_store
         }
     };
     let data_dir = disk.path().join("ana");
-    let mut bo = sandbox.chat("bo", &["--room", ROOM, "--nick", "bo"]);
-    let bo_id = bo.peer_id();
-    let mut ana = start_ana(&sandbox, &data_dir, Some(&mut bo));
-    ana.wait_for("bo in the room", |v| {
-        v["event"] == "room_peers"
-            && v["peers"]
-                .as_array()
-                .is_some_and(|peers| peers.iter().any(|p| p == bo_id.as_str()))
-    });
+    let (mut ana, mut bo) = ana_and_bo_in_the_room(&sandbox, &data_dir);
     ana.send("before the disk fills");
     ana.wait_event("message", &[("body", "before the disk fills")]);
     bo.wait_event("message", &[("body", "before the disk fills")]);
@@ -673,15 +679,7 @@ fn a_peer_whose_file_system_turns_read_only_keeps_running_and_its_store_survives
     )
     .unwrap_or_else(|reason| panic!("root with /dev/loop-control, and {reason}"));
     let data_dir = disk.path().join("ana");
-    let mut bo = sandbox.chat("bo", &["--room", ROOM, "--nick", "bo"]);
-    let bo_id = bo.peer_id();
-    let mut ana = start_ana(&sandbox, &data_dir, Some(&mut bo));
-    ana.wait_for("bo in the room", |v| {
-        v["event"] == "room_peers"
-            && v["peers"]
-                .as_array()
-                .is_some_and(|peers| peers.iter().any(|p| p == bo_id.as_str()))
-    });
+    let (mut ana, mut bo) = ana_and_bo_in_the_room(&sandbox, &data_dir);
 
     // Stored before the failure: ana's posts (shown once stored) and bo's (shown once stored,
     // as no storage error has come yet).
