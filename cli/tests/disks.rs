@@ -438,6 +438,21 @@ fn set_aside_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `count` message bodies: `what` and a number.
+fn numbered(what: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{what} {i}")).collect()
+}
+
+/// bo sends [`numbered`] messages; returns them once ana has shown them all.
+fn bo_sends_and_ana_shows(bo: &mut Peer, ana: &mut Peer, what: &str, count: usize) -> Vec<String> {
+    let bodies = numbered(what, count);
+    for body in &bodies {
+        bo.send(body);
+    }
+    ana.wait_all("message", "body", bodies.clone());
+    bodies
+}
+
 /// Starts bo, then ana on `data_dir` knowing bo, and waits until ana has bo in the room.
 fn ana_and_bo_in_the_room(sandbox: &Sandbox, data_dir: &Path) -> (Peer, Peer) {
     let mut bo = sandbox.chat("bo", &["--room", ROOM, "--nick", "bo"]);
@@ -603,13 +618,12 @@ fn a_peer_whose_disk_fills_up_keeps_running_and_never_sends_what_it_cannot_store
     // Full again when the peer stops, with messages received and not stored: it says so and
     // exits with 1, and at the next start the other peer gives them back.
     disk.fill(&filler);
-    let unstored: Vec<String> = (0..RECEIVED_AT_THE_END)
-        .map(|i| format!("to a full disk at the end {i}"))
-        .collect();
-    for body in &unstored {
-        bo.send(body);
-    }
-    ana.wait_all("message", "body", unstored.clone());
+    let unstored = bo_sends_and_ana_shows(
+        &mut bo,
+        &mut ana,
+        "to a full disk at the end",
+        RECEIVED_AT_THE_END,
+    );
     let (status, _) = ana.finish();
     let stderr = std::fs::read_to_string(sandbox.path().join("ana.stderr")).unwrap_or_default();
     println!("stopped on a full disk: {stderr}");
@@ -683,12 +697,8 @@ fn a_peer_whose_file_system_turns_read_only_keeps_running_and_its_store_survives
 
     // Stored before the failure: ana's posts (shown once stored) and bo's (shown once stored,
     // as no storage error has come yet).
-    let ana_before: Vec<String> = (0..POSTS_BEFORE_THE_FAILURE)
-        .map(|i| format!("from ana before the failure {i}"))
-        .collect();
-    let bo_before: Vec<String> = (0..POSTS_BEFORE_THE_FAILURE)
-        .map(|i| format!("from bo before the failure {i}"))
-        .collect();
+    let ana_before = numbered("from ana before the failure", POSTS_BEFORE_THE_FAILURE);
+    let bo_before = numbered("from bo before the failure", POSTS_BEFORE_THE_FAILURE);
     for (mine, theirs) in ana_before.iter().zip(&bo_before) {
         ana.send(mine);
         ana.wait_event("message", &[("body", mine.as_str())]);
@@ -727,13 +737,12 @@ fn a_peer_whose_file_system_turns_read_only_keeps_running_and_its_store_survives
                 .is_some_and(|m| m.contains("storing failed") && m.contains("not stored"))
     });
     // It keeps running: what bo sends is still shown, and the next post is refused too.
-    let received_unstored: Vec<String> = (0..RECEIVED_ON_A_READ_ONLY_DISK)
-        .map(|i| format!("to a read-only disk {i}"))
-        .collect();
-    for body in &received_unstored {
-        bo.send(body);
-    }
-    ana.wait_all("message", "body", received_unstored.clone());
+    let received_unstored = bo_sends_and_ana_shows(
+        &mut bo,
+        &mut ana,
+        "to a read-only disk",
+        RECEIVED_ON_A_READ_ONLY_DISK,
+    );
     ana.send("still read-only");
     ana.wait_for("the second refusal", |v| {
         v["event"] == "error"
