@@ -30,8 +30,8 @@ pub(super) struct Nat {
     bootstrap: HashMap<PeerId, Multiaddr>,
     /// Bootstrap peers whose identify lists the relay hop protocol.
     relays: HashSet<PeerId>,
-    /// Reservations this node asked for, by their listener, with the relay holding each.
-    reservations: HashMap<ListenerId, PeerId>,
+    /// Reservations this node asked for, by their listener.
+    reservations: HashMap<ListenerId, Reservation>,
     /// As a relay: peers holding a reservation here.
     reserved_here: HashSet<PeerId>,
     /// As a relay: circuits open through this node, counted at both of their ends.
@@ -71,6 +71,17 @@ impl Nat {
         self.reserved_here.remove(peer);
         self.circuits_here.remove(peer);
     }
+}
+
+/// A relay slot this node asked for.
+struct Reservation {
+    /// The relay holding it.
+    relay: PeerId,
+    /// Whether the relay has answered. Until it has, the listener must stay: libp2p-relay 0.22's
+    /// client panics, taking the swarm's task down, when an answer arrives for a listener closed
+    /// meanwhile. (A renewal, 45 minutes into an hour's reservation, opens the same window for
+    /// one round trip; releasing is rare enough that this is left to an upstream fix.)
+    accepted: bool,
 }
 
 /// Whether an address goes through a relay.
@@ -122,7 +133,24 @@ impl EventLoop {
             .behaviour_mut()
             .kad
             .set_mode(Some(kad::Mode::Server));
-        for (listener, _) in self.nat.reservations.drain() {
+        self.release_answered_reservations();
+    }
+
+    /// Gives up the reservations a direct address makes needless, once their relay has answered;
+    /// the others are given up when it does.
+    fn release_answered_reservations(&mut self) {
+        if self.nat.reachability != Reachability::Public {
+            return;
+        }
+        let answered: Vec<ListenerId> = self
+            .nat
+            .reservations
+            .iter()
+            .filter(|(_, reservation)| reservation.accepted)
+            .map(|(listener, _)| *listener)
+            .collect();
+        for listener in answered {
+            self.nat.reservations.remove(&listener);
             self.swarm.remove_listener(listener);
         }
     }
@@ -142,13 +170,21 @@ impl EventLoop {
 
     /// A closed reservation may be asked for again when its relay is next identified.
     pub(super) fn handle_listener_closed(&mut self, listener: ListenerId) {
-        if let Some(relay) = self.nat.reservations.remove(&listener) {
-            self.nat.relays.remove(&relay);
+        if let Some(reservation) = self.nat.reservations.remove(&listener) {
+            self.nat.relays.remove(&reservation.relay);
         }
     }
 
     pub(super) fn handle_relay_client(&mut self, event: relay::client::Event) {
         tracing::info!(?event, "relay client");
+        if let relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } = event {
+            for reservation in self.nat.reservations.values_mut() {
+                if reservation.relay == relay_peer_id {
+                    reservation.accepted = true;
+                }
+            }
+            self.release_answered_reservations();
+        }
     }
 
     pub(super) fn handle_relay_server(&mut self, event: relay::Event) {
@@ -215,7 +251,7 @@ impl EventLoop {
         }
         let relays: Vec<PeerId> = self.nat.relays.iter().copied().collect();
         for relay in relays {
-            let asked = self.nat.reservations.values().any(|r| *r == relay);
+            let asked = self.nat.reservations.values().any(|r| r.relay == relay);
             // A reservation may also come from the configured listen addresses.
             let listening = self
                 .swarm
@@ -234,7 +270,13 @@ impl EventLoop {
             match self.swarm.listen_on(circuit.clone()) {
                 Ok(listener) => {
                     tracing::info!(%circuit, "not reachable: reserving a relay slot");
-                    self.nat.reservations.insert(listener, relay);
+                    self.nat.reservations.insert(
+                        listener,
+                        Reservation {
+                            relay,
+                            accepted: false,
+                        },
+                    );
                 }
                 Err(error) => tracing::warn!(%circuit, %error, "relay reservation failed"),
             }
