@@ -331,6 +331,19 @@ impl SimBuilder {
                     .map_err(|source| SimError::Node { peer: i, source })?;
             }
         }
+        // A member's dials to neighbours that started after it found nobody listening: dialled
+        // again now that all are up, by the same member, so that each link keeps its direction
+        // (gossipsub's outbound quota counts the links a member dialled).
+        if infra_count == 0 {
+            for (i, neighbours) in neighbours.iter().enumerate().take(self.peers) {
+                for &later in neighbours.iter().filter(|&&n| n > i) {
+                    sim.node(i)?
+                        .dial(addr(later))
+                        .await
+                        .map_err(|source| SimError::Node { peer: i, source })?;
+                }
+            }
+        }
         sim.hostile = HostilePeers::spawn(
             &self.hostile,
             &network,
