@@ -9,14 +9,15 @@
 //!
 //! Every flooder first subscribes to the room's topic, as a member would. Its RPCs stay within
 //! gossipsub's limit on control bytes per RPC, so each one is decoded and handled rather than
-//! refused whole. What the node sends back is read and thrown away.
+//! refused whole. What the node sends back is read for the ids it asks for (IWANT), then thrown
+//! away.
 
 mod rpc;
 mod streams;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use grapevine_node::crdt::RoomId;
@@ -50,7 +51,7 @@ pub const DEFAULT_PRUNE_BACKOFF: u64 = u64::MAX;
 /// whose subscriptions and control message pass 16 KiB (`max_control_message_size`) and closes
 /// the stream; 64 bytes are left for the framing of the nested messages.
 const CONTROL_BUDGET: usize = 16 * 1024 - 64;
-/// Bytes read at a time from the node's stream, to throw away.
+/// Bytes read at a time from the node's stream.
 const READ_CHUNK: usize = 64 * 1024;
 /// Length of a gossipsub message id in a room: a SHA-256 of the message.
 const MESSAGE_ID_BYTES: usize = 32;
@@ -152,6 +153,8 @@ pub(crate) struct FloodCounts {
     grafts: AtomicU64,
     subscriptions: AtomicU64,
     received_bytes: AtomicU64,
+    iwant_ids: AtomicU64,
+    most_iwant_ids_per_heartbeat: AtomicU64,
     streams_lost: AtomicU64,
 }
 
@@ -174,6 +177,11 @@ pub struct FloodReport {
     pub subscriptions_sent: u64,
     /// Bytes the members sent the flooders (IWANTs, PRUNEs, their own subscriptions).
     pub bytes_received: u64,
+    /// Message ids the members asked the flooders for (IWANT).
+    pub iwant_ids_received: u64,
+    /// The most ids one member asked of one flooder within one heartbeat's time (counted in the
+    /// flooder's heartbeats, which straddle at most two of the member's).
+    pub most_iwant_ids_per_heartbeat: u64,
     /// Flooding streams a member closed (a write failed).
     pub streams_lost: u64,
     /// For each kind of flooder, the members' scores of it.
@@ -226,6 +234,8 @@ impl FloodCounts {
             grafts_sent: get(&self.grafts),
             subscriptions_sent: get(&self.subscriptions),
             bytes_received: get(&self.received_bytes),
+            iwant_ids_received: get(&self.iwant_ids),
+            most_iwant_ids_per_heartbeat: get(&self.most_iwant_ids_per_heartbeat),
             streams_lost: get(&self.streams_lost),
             scores,
         }
@@ -300,7 +310,7 @@ impl Flooder {
                         };
                         streams.spawn(frames.write(stream));
                     } else {
-                        streams.spawn(drain(stream, counts));
+                        streams.spawn(drain(stream, counts, plan.heartbeat));
                     }
                 }
                 _ = redial.tick() => peer.dial_missing(),
@@ -385,9 +395,13 @@ impl Drop for Flooders {
     }
 }
 
-/// Reads a member's stream to the end, counting and throwing away what it says.
-async fn drain(mut stream: Stream, counts: Arc<FloodCounts>) {
+/// Reads a member's stream to the end, counting what it says and the ids it asks for in each
+/// `heartbeat`, and throwing it away.
+async fn drain(mut stream: Stream, counts: Arc<FloodCounts>, heartbeat: Duration) {
     let mut buffer = vec![0; READ_CHUNK];
+    let mut unread = Vec::new();
+    let mut window_start = Instant::now();
+    let mut window_ids = 0u64;
     while let Ok(read) = stream.read(&mut buffer).await {
         if read == 0 {
             return;
@@ -395,6 +409,19 @@ async fn drain(mut stream: Stream, counts: Arc<FloodCounts>) {
         counts
             .received_bytes
             .fetch_add(read as u64, Ordering::Relaxed);
+        unread.extend_from_slice(&buffer[..read]);
+        if window_start.elapsed() >= heartbeat {
+            window_start = Instant::now();
+            window_ids = 0;
+        }
+        for frame in rpc::take_frames(&mut unread) {
+            let ids = rpc::iwant_ids(&frame) as u64;
+            counts.iwant_ids.fetch_add(ids, Ordering::Relaxed);
+            window_ids += ids;
+        }
+        counts
+            .most_iwant_ids_per_heartbeat
+            .fetch_max(window_ids, Ordering::Relaxed);
     }
 }
 

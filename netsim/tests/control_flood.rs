@@ -1,11 +1,13 @@
 //! Control-message floods (thousands of IHAVE ids, GRAFTs during an extreme PRUNE backoff,
 //! thousands of subscriptions) cost the members they reach little: nothing panics, honest
 //! delivery stays at or above 99 %, and every member an IHAVE or GRAFT flooder reached graylists
-//! it. The memory the flood costs is printed against the same run without the flooders (alone
-//! in its test binary, so the memory it reads is its own runs'); it is not asserted, because in
-//! one process it also counts the flooders' own buffers and the bytes in flight on the simulated
-//! wire. The flooded member's own memory is measured by the `flood_memory` bench, with the member
-//! in a process of its own (see SECURITY.md for the figures).
+//! it, having asked it for no more of its made-up ids per heartbeat than the cap (each id asked
+//! for is a promise kept for seconds). The memory the flood costs is printed against the same
+//! run without the flooders (alone in its test binary, so the memory it reads is its own runs');
+//! it is not asserted, because in one process it also counts the flooders' own buffers and the
+//! bytes in flight on the simulated wire. The flooded member's own memory is measured by the
+//! `flood_memory` bench, with the member in a process of its own (see SECURITY.md for the
+//! figures).
 
 mod delivery;
 
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use grapevine_netsim::{FloodKind, Hostile, Scenario, runner};
+use grapevine_node::behaviour::GOSSIP_IDS_PER_PEER;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooded_members_keep_delivering_and_graylist_the_ihave_and_graft_flooders() -> Result<()> {
@@ -57,6 +60,13 @@ async fn flooded_members_keep_delivering_and_graylist_the_ihave_and_graft_floode
             && flood.grafts_sent > 0
             && flood.subscriptions_sent >= 2_000,
         "every kind of flood went out: {flood:?}"
+    );
+    // Each id asked for is a promise the member keeps: the member asks a flooder for at most
+    // its cap per heartbeat, twice that in a window of the flooder's straddling two of its own.
+    ensure!(
+        flood.iwant_ids_received > 0
+            && flood.most_iwant_ids_per_heartbeat <= 2 * GOSSIP_IDS_PER_PEER as u64,
+        "the members asked the IHAVE flooder for a bounded number of its ids: {flood:?}"
     );
     for kind in &flood.scores {
         ensure!(

@@ -284,6 +284,7 @@ impl Behaviour {
             .heartbeat_interval(config.heartbeat)
             .heartbeat_initial_delay(config.heartbeat_initial_delay)
             .connection_handler_queue_len(SEND_QUEUE_LEN)
+            .max_control_messages_sent(GOSSIP_IDS_PER_PEER)
             .publish_queue_duration(PUBLISH_QUEUE_WAIT)
             .forward_queue_duration(FORWARD_QUEUE_WAIT)
             .build()
@@ -410,6 +411,14 @@ pub const MESH_N_HIGH: usize = 12;
 /// and IDONTWANTs have a queue of their own (20,000, fixed by libp2p), subscriptions an unbounded
 /// one (one entry per topic change).
 pub const SEND_QUEUE_LEN: usize = 1_000;
+/// Message ids gossipsub announces to (IHAVE) and asks of (IWANT) one peer per heartbeat at most.
+/// Each id asked for is a promise the node keeps for a few seconds: at libp2p's default of 5,000,
+/// 24 peers announcing made-up ids grew a node by about 190 MiB before their scores dropped far
+/// enough to be ignored; at 500 by 33-39 MiB (the `flood_memory` bench, "many-ihave"). Gossip
+/// covers the last three heartbeats, so a room still has every id announced up to about 160
+/// records/s; above that each peer is told a different random 500, and the mesh and sync carry
+/// the records anyway.
+pub const GOSSIP_IDS_PER_PEER: usize = 500;
 /// How long an own message may wait in a peer's send queue before it is dropped for that peer:
 /// libp2p's default, named here beside the queue's length. Sync delivers it later.
 pub const PUBLISH_QUEUE_WAIT: Duration = Duration::from_secs(5);
