@@ -30,8 +30,8 @@ pub(crate) async fn run(settings: &Settings) -> Result<()> {
     };
     let mut stop = crate::signals::Stop::new()?;
     let (node, mut events) = Node::spawn(config).await?;
-    for addr in node.listen_addrs().await? {
-        println!("{}", addr.with(Protocol::P2p(node.peer_id())));
+    for addr in node.shareable_addrs().await? {
+        println!("{addr}");
     }
     tracing::info!(peer = %node.peer_id(), "bootstrap node running; share an address above");
     let mut status = tokio::time::interval(STATUS_INTERVAL);

@@ -85,12 +85,11 @@ pub(crate) async fn run(terminal: bool) -> Result<()> {
         .context("reading the demo key")?
         .public_key();
     let addr = node
-        .listen_addrs()
+        .shareable_addrs()
         .await?
         .into_iter()
         .next()
-        .context("the demo node has no address")?
-        .with(Protocol::P2p(node.peer_id()));
+        .context("the demo node has no address")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut peers = JoinSet::new();

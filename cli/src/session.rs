@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use grapevine_node::crdt::{Body, IndexedRecord, PublicKey, RecordId, RoomId, RoomView};
 use grapevine_node::{NodeEvent, NodeHandle};
-use libp2p::multiaddr::Protocol;
 
 use crate::input::{HELP, Input};
 use crate::output::Output;
@@ -46,8 +45,7 @@ impl Session {
             nicks: HashMap::new(),
         };
         let mut outputs = Vec::new();
-        for addr in session.node.listen_addrs().await? {
-            let addr = addr.with(Protocol::P2p(session.node.peer_id()));
+        for addr in session.node.shareable_addrs().await? {
             outputs.push(Output::Listening {
                 addr: addr.to_string(),
             });

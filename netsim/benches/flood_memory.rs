@@ -34,7 +34,6 @@ use anyhow::{Context, Result, bail, ensure};
 use grapevine_netsim::{FloodKind, FloodReport, Flooders, KindScores, ROOM, Scenario, Topology};
 use grapevine_node::{Config, Node, NodeEvent, NodeHandle, RawStream, RawTransport, Transport};
 use libp2p::core::transport::Transport as _;
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, tcp};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -154,12 +153,11 @@ async fn member() -> Result<()> {
     drain(events);
     node.join(ROOM).await?;
     let addr = node
-        .listen_addrs()
+        .shareable_addrs()
         .await?
         .into_iter()
         .next()
-        .context("no listen address")?
-        .with(Protocol::P2p(node.peer_id()));
+        .context("no listen address")?;
     println!("{addr}");
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {

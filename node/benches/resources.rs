@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use grapevine_node::{Config, Limits, Node, NodeEvent, NodeHandle, Transport};
 use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -141,13 +140,11 @@ fn drain(mut events: mpsc::Receiver<NodeEvent>) {
 }
 
 async fn dial_addr(node: &NodeHandle) -> Result<Multiaddr> {
-    Ok(node
-        .listen_addrs()
+    node.shareable_addrs()
         .await?
         .into_iter()
         .next()
-        .context("no listen address")?
-        .with(Protocol::P2p(node.peer_id())))
+        .context("no listen address")
 }
 
 /// Connections of each node: members first, the bootstrap node last.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use grapevine_crdt::{ChangeHash, RecordId, RoomView};
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -211,6 +212,18 @@ impl NodeHandle {
     /// The addresses this node listens on, so others can dial it.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
         self.ask(Command::ListenAddrs).await
+    }
+
+    /// The listen addresses ending in this node's peer id (`/p2p/…`): what to hand out for
+    /// others to dial or to name as a bootstrap node, since a dial then checks whom it reached.
+    pub async fn shareable_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        let peer = self.peer_id;
+        Ok(self
+            .listen_addrs()
+            .await?
+            .into_iter()
+            .map(|addr| addr.with(Protocol::P2p(peer)))
+            .collect())
     }
 
     /// Starts dialling an address; a [`crate::NodeEvent::PeerConnected`] follows on success.

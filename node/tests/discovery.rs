@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use grapevine_node::behaviour::MESH_N_HIGH;
 use grapevine_node::{Config, Limits, Node, NodeEvent, NodeHandle, Transport};
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -73,13 +72,7 @@ fn as_is(config: Config) -> Config {
 async fn network(transport: Transport, size: usize, tune: fn(Config) -> Config) -> Result<Network> {
     let dir = tempfile::tempdir()?;
     let (bootstrap, rx) = Node::spawn(tune(server_config(&dir, transport))).await?;
-    let bootstrap_addr: Multiaddr = bootstrap
-        .listen_addrs()
-        .await?
-        .into_iter()
-        .next()
-        .context("no listen address")?
-        .with(Protocol::P2p(bootstrap.peer_id()));
+    let bootstrap_addr = common::first_addr(&bootstrap).await?;
     let mut network = Network {
         bootstrap,
         bootstrap_addr,

@@ -45,12 +45,11 @@ async fn a_js_libp2p_peer_receives_envelopes_and_its_junk_is_rejected() -> Resul
     let (node, mut events) = Node::spawn(config(dir.path(), Transport::Tcp)).await?;
     node.join("lobby").await?;
     let address = node
-        .listen_addrs()
+        .shareable_addrs()
         .await?
         .into_iter()
         .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
-        .context("no TCP listen address")?
-        .with(Protocol::P2p(node.peer_id()));
+        .context("no TCP listen address")?;
     let topic = room_topic(RoomId::for_public_name("lobby")?).to_string();
 
     let mut js = Command::new("node")

@@ -6,10 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use grapevine_node::{Config, Node, NodeEvent, NodeHandle, Transport};
 use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
@@ -72,14 +71,7 @@ async fn split_groups_keep_chatting_and_converge_after_repair() -> Result<()> {
         ..common::config(bootstrap_dir.path(), Transport::Memory)
     };
     let bootstrap = spawn(bootstrap_config, bootstrap_dir).await?;
-    let bootstrap_addr = bootstrap
-        .handle
-        .listen_addrs()
-        .await?
-        .into_iter()
-        .next()
-        .context("no listen address")?
-        .with(Protocol::P2p(bootstrap.handle.peer_id()));
+    let bootstrap_addr = common::first_addr(&bootstrap.handle).await?;
 
     let mut peers = Vec::new();
     for _ in 0..2 * GROUP_SIZE {

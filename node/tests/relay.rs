@@ -43,13 +43,7 @@ async fn relay_node(
         ..Config::bootstrap_node(dir.path(), vec![local(transport)])
     };
     let (node, events) = Node::spawn(config).await?;
-    let addr = node
-        .listen_addrs()
-        .await?
-        .into_iter()
-        .next()
-        .context("no listen address")?
-        .with(Protocol::P2p(node.peer_id()));
+    let addr = common::first_addr(&node).await?;
     Ok((node, events, addr))
 }
 

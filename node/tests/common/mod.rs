@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use grapevine_node::{Config, NodeEvent, NodeHandle, Transport};
 use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use tokio::sync::mpsc;
 
 /// The longest any single wait in a test may take.
@@ -98,11 +97,9 @@ pub async fn wait_for_messages(node: &NodeHandle, room: &str, count: usize) -> R
 /// A node's first listen address with its peer id (`/p2p/…`), to dial or to hand out as a
 /// bootstrap address.
 pub async fn first_addr(node: &NodeHandle) -> Result<Multiaddr> {
-    Ok(node
-        .listen_addrs()
+    node.shareable_addrs()
         .await?
         .into_iter()
         .next()
-        .context("no listen address")?
-        .with(Protocol::P2p(node.peer_id())))
+        .context("no listen address")
 }
