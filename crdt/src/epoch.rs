@@ -8,7 +8,7 @@
 //! validator can check a change's target without local state.
 //!
 //! A record goes into the bucket named by its id's first byte. Automerge walks every entry of the
-//! map a change lands in (and copies its value) to apply it, so one map of 5,000 records costs
+//! map a change lands in (and copies its value) to apply it, so one map of 5,000 records cost
 //! about 0.5 ms per applied change, against 0.03 ms with the records spread over 64 buckets.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -22,22 +22,32 @@ use automerge::{
 use sha2::{Digest, Sha256};
 
 use crate::identity::Identity;
-use crate::record::{ChangeHashBytes, ChangeHeader, Record, RecordId, RoomId, SignedRecord};
+use crate::record::{
+    ChangeHashBytes, ChangeHeader, RECORD_CHANGE_SEQ, Record, RecordId, RoomId, SignedRecord,
+};
 
 /// The key of the map of record buckets under each epoch document's root.
 const RECORDS_KEY: &str = "records";
 
-/// How many grow-only bucket maps hold an epoch's records: beyond 64, applying a change in a full
-/// epoch costs no less (measured with automerge 0.12: 28 µs with 64 buckets, 28 µs with 256).
-pub(crate) const RECORD_BUCKETS: usize = 64;
+/// How many grow-only bucket maps hold an epoch's records: about 60 records per map in a full
+/// epoch of [`crate::room::EPOCH_CAPACITY`], no more than the 5,000-record epochs of 64 buckets
+/// had (where 256 buckets cost no less than 64: 28 µs per applied change with automerge 0.12),
+/// with a genesis of 17 operations rather than 65 for each of the hundred epochs of 100,000
+/// records.
+pub(crate) const RECORD_BUCKETS: usize = 16;
 
-/// The deterministic actor of an epoch's genesis change.
+/// The deterministic actor of an epoch's genesis change. It starts with a zero byte so that it
+/// sorts before every record's actor (which starts with the record's time): Automerge keeps its
+/// actor table sorted, and an actor sorting after the genesis one would renumber the genesis
+/// operations on every record.
 pub(crate) fn genesis_actor(room: &RoomId, epoch: u32) -> ActorId {
     let mut hasher = Sha256::new();
-    hasher.update(b"grapevine/genesis/v2\0");
+    hasher.update(b"grapevine/genesis/v3\0");
     hasher.update(room.0);
     hasher.update(epoch.to_be_bytes());
-    ActorId::from(&hasher.finalize()[..16])
+    let mut actor = [0u8; 16];
+    actor[1..].copy_from_slice(&hasher.finalize()[..15]);
+    ActorId::from(&actor[..])
 }
 
 /// The bucket a record belongs in.
@@ -103,11 +113,8 @@ pub(crate) struct EpochDoc {
     genesis: ChangeHash,
     record_count: usize,
     record_bytes_total: usize,
-    local_seq: u64,
+    /// This device's last write, the only one [`EpochDoc::take_back_last_local`] may take back.
     last_local: Option<ChangeHash>,
-    /// The change of this device before `last_local`, so that a write taken back
-    /// ([`EpochDoc::take_back_last_local`]) restores the rule for the next one's dependencies.
-    previous_local: Option<ChangeHash>,
 }
 
 impl EpochDoc {
@@ -137,9 +144,7 @@ impl EpochDoc {
             genesis,
             record_count: 0,
             record_bytes_total: 0,
-            local_seq: 0,
             last_local: None,
-            previous_local: None,
         }
     }
 
@@ -237,16 +242,10 @@ impl EpochDoc {
     pub(crate) fn write_local(
         &mut self,
         identity: &Identity,
-        actor_suffix: [u8; crate::record::ACTOR_SUFFIX_LEN],
         make_record: impl FnOnce(ChangeHeader) -> Record,
     ) -> Result<(SignedRecord, Change), crate::room::RoomError> {
-        // Automerge's rule for a new change's dependencies: the heads, plus the actor's own previous
-        // change when someone else has already built on it.
-        let mut deps = self.heads();
-        if let Some(last) = self.last_local.filter(|last| !deps.contains(last)) {
-            deps.push(last);
-            deps.sort();
-        }
+        // Every record is its own actor, so a new change depends on the heads alone.
+        let deps = self.heads();
         let max_op = deps
             .iter()
             .filter_map(|h| self.doc.get_change_meta_by_hash(h))
@@ -256,12 +255,9 @@ impl EpochDoc {
         let header = ChangeHeader {
             deps: deps.iter().map(|h| ChangeHashBytes(h.0)).collect(),
             start_op: max_op + 1,
-            seq: self.local_seq + 1,
-            actor_suffix,
         };
-        let actor = ActorId::from(header.actor_id(&identity.public_key()));
         let signed = SignedRecord::sign(make_record(header), identity)?;
-        self.doc.set_actor(actor);
+        self.doc.set_actor(ActorId::from(&signed.actor_id()[..]));
         let mut tx = self.doc.transaction();
         let put = tx.put(
             &self.buckets[bucket_of(&signed.id())],
@@ -280,7 +276,7 @@ impl EpochDoc {
                 "local change was not recorded",
             ))?;
         let header = &signed.record().change;
-        if change.seq() != header.seq
+        if change.seq() != RECORD_CHANGE_SEQ
             || change.start_op().get() != header.start_op
             || change
                 .deps()
@@ -292,8 +288,7 @@ impl EpochDoc {
                 "Automerge built a change whose header differs from the signed one",
             ));
         }
-        self.local_seq += 1;
-        self.previous_local = self.last_local.replace(change.hash());
+        self.last_local = Some(change.hash());
         Ok((signed, change))
     }
 
@@ -321,8 +316,7 @@ impl EpochDoc {
     /// last write, a record of `signed_len` bytes, is gone as if it had never been written.
     pub(crate) fn take_back_last_local(&mut self, before: Automerge, signed_len: usize) {
         self.doc = before;
-        self.local_seq -= 1;
-        self.last_local = self.previous_local.take();
+        self.last_local = None;
         self.record_count -= 1;
         self.record_bytes_total -= signed_len;
     }

@@ -39,10 +39,15 @@ pub const MAX_REACTION_BYTES: usize = 32;
 /// Most dependencies an Automerge change carrying a record may have (the document's heads when the
 /// record was written; more than a handful only after a long partition).
 pub const MAX_DEPS: usize = 256;
-/// Length of the per-device, per-open suffix of an Automerge actor id.
-pub const ACTOR_SUFFIX_LEN: usize = 8;
-/// The record format this code writes and accepts.
-pub const RECORD_VERSION: u8 = 1;
+/// Length of a record's Automerge actor id ([`SignedRecord::actor_id`]).
+pub const RECORD_ACTOR_LEN: usize = 32;
+/// The sequence number of every change that carries a record: each record is the only change of
+/// its own actor.
+pub const RECORD_CHANGE_SEQ: u64 = 1;
+/// The record format this code writes and accepts. Format 1 gave each device one Automerge actor
+/// per room, which let an author fork its own history (two records on one sequence number);
+/// format 2 gives every record its own actor.
+pub const RECORD_VERSION: u8 = 2;
 /// Length of an ed25519 signature.
 const SIGNATURE_LEN: usize = 64;
 /// Longest public room name, in bytes.
@@ -297,8 +302,11 @@ fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), RecordE
     Ok(())
 }
 
-/// The Automerge change that carries a record, as fixed by the author's signature: with it, the
-/// only valid change for an (actor, seq) pair is the author's own, so nobody can squat an honest
+/// The parts of the Automerge change that carries a record which the author chooses, fixed by
+/// the author's signature. The rest follows from the record: its actor is
+/// [`SignedRecord::actor_id`] and its sequence number [`RECORD_CHANGE_SEQ`]. So two different
+/// valid changes never share an actor and sequence number (which Automerge cannot hold both of:
+/// an author could otherwise fork a room's replicas for good), and nobody can squat an honest
 /// actor's sequence numbers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,22 +317,6 @@ pub struct ChangeHeader {
     /// The change's first operation counter.
     #[serde(rename = "o")]
     pub start_op: u64,
-    /// The change's sequence number for its actor.
-    #[serde(rename = "q")]
-    pub seq: u64,
-    /// The per-device, per-open part of the actor id; the actor id is the author key then this.
-    #[serde(rename = "s", with = "serde_bytes")]
-    pub actor_suffix: [u8; ACTOR_SUFFIX_LEN],
-}
-
-impl ChangeHeader {
-    /// The full Automerge actor id: the author's public key, then the suffix.
-    pub fn actor_id(&self, author: &PublicKey) -> Vec<u8> {
-        let mut actor = Vec::with_capacity(32 + ACTOR_SUFFIX_LEN);
-        actor.extend_from_slice(author.as_bytes());
-        actor.extend_from_slice(&self.actor_suffix);
-        actor
-    }
 }
 
 /// A record's content before signing. Field order is the canonical CBOR key order.
@@ -354,6 +346,14 @@ pub struct Record {
     pub version: u8,
 }
 
+/// Just the format version of a record, to name it when a record of another format does not
+/// decode as this one.
+#[derive(Deserialize)]
+struct VersionOnly {
+    #[serde(rename = "v")]
+    version: u8,
+}
+
 /// Why a record was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
@@ -373,7 +373,7 @@ pub enum RecordError {
     #[error("record is not canonically encoded")]
     NonCanonical,
     /// A format version this code does not know.
-    #[error("record version {0} is not supported")]
+    #[error("record format {0} is not supported: this build reads format {RECORD_VERSION} only")]
     UnsupportedVersion(u8),
     /// A text field is empty.
     #[error("record field {0} is empty")]
@@ -388,7 +388,7 @@ pub enum RecordError {
         /// Its limit.
         max: usize,
     },
-    /// The change header is impossible (sequence or operation counter zero, unsorted deps).
+    /// The change header is impossible (operation counter zero, unsorted deps).
     #[error("record change header is invalid: {0}")]
     BadChangeHeader(&'static str),
     /// The signature does not verify against the author's key.
@@ -406,10 +406,8 @@ impl Record {
         }
         self.body.check_bounds()?;
         let header = &self.change;
-        if header.seq == 0 || header.start_op == 0 {
-            return Err(RecordError::BadChangeHeader(
-                "zero sequence or operation counter",
-            ));
+        if header.start_op == 0 {
+            return Err(RecordError::BadChangeHeader("zero operation counter"));
         }
         if header.deps.len() > MAX_DEPS {
             return Err(RecordError::FieldTooLong {
@@ -546,7 +544,14 @@ impl SignedRecord {
         }
         let content = &bytes[..bytes.len() - SIGNATURE_LEN];
         let record: Record =
-            ciborium::from_reader(content).map_err(|e| RecordError::Malformed(e.to_string()))?;
+            ciborium::from_reader(content).map_err(|e| {
+                match ciborium::from_reader::<VersionOnly, _>(content) {
+                    Ok(VersionOnly { version }) if version != RECORD_VERSION => {
+                        RecordError::UnsupportedVersion(version)
+                    }
+                    _ => RecordError::Malformed(e.to_string()),
+                }
+            })?;
         if record.encode() != content {
             return Err(RecordError::NonCanonical);
         }
@@ -568,6 +573,18 @@ impl SignedRecord {
     pub fn id(&self) -> RecordId {
         self.id
     }
+
+    /// The Automerge actor of the change that carries this record: its time (big-endian), then
+    /// the first 24 bytes of its id. It depends on everything the author signed, the change
+    /// header included, so two different records never share an actor. The time comes first so
+    /// that a document's actors are created mostly in sorted order: Automerge keeps its actor
+    /// table sorted and renumbers every operation after an actor inserted in the middle.
+    pub fn actor_id(&self) -> [u8; RECORD_ACTOR_LEN] {
+        let mut actor = [0u8; RECORD_ACTOR_LEN];
+        actor[..8].copy_from_slice(&self.record.sent_at.0.to_be_bytes());
+        actor[8..].copy_from_slice(&self.id.0[..RECORD_ACTOR_LEN - 8]);
+        actor
+    }
 }
 
 #[cfg(test)]
@@ -581,8 +598,6 @@ mod tests {
             change: ChangeHeader {
                 deps: vec![ChangeHashBytes([7; 32])],
                 start_op: 2,
-                seq: 1,
-                actor_suffix: [1; ACTOR_SUFFIX_LEN],
             },
             epoch: 0,
             room: RoomId::for_public_name("lobby").unwrap(),
@@ -748,6 +763,45 @@ mod tests {
             SignedRecord::decode(&content),
             Err(RecordError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_record_of_format_1_is_refused_by_its_version() {
+        let identity = Identity::generate();
+        let value = ciborium::Value::serialized(&sample(&identity, message("hi"))).unwrap();
+        let ciborium::Value::Map(mut entries) = value else {
+            panic!("not a map")
+        };
+        for (key, value) in &mut entries {
+            match (key.as_text(), value) {
+                (Some("v"), value) => *value = 1.into(),
+                (Some("c"), ciborium::Value::Map(header)) => {
+                    header.push(("q".into(), 1.into()));
+                    header.push(("s".into(), ciborium::Value::Bytes(vec![1; 8])));
+                }
+                _ => {}
+            }
+        }
+        let mut content = Vec::new();
+        ciborium::into_writer(&ciborium::Value::Map(entries), &mut content).unwrap();
+        content.extend_from_slice(&identity.sign(&content.clone()));
+        let refused = SignedRecord::decode(&content).unwrap_err();
+        assert_eq!(refused, RecordError::UnsupportedVersion(1));
+        assert_eq!(
+            refused.to_string(),
+            "record format 1 is not supported: this build reads format 2 only"
+        );
+    }
+
+    #[test]
+    fn two_records_never_share_an_actor() {
+        let identity = Identity::generate();
+        let one = SignedRecord::sign(sample(&identity, message("one")), &identity).unwrap();
+        let mut record = sample(&identity, message("one"));
+        record.change.start_op += 1;
+        let moved = SignedRecord::sign(record, &identity).unwrap();
+        assert_ne!(one.actor_id(), moved.actor_id());
+        assert_eq!(one.actor_id()[..8], one.record().sent_at.0.to_be_bytes());
     }
 
     #[test]

@@ -9,10 +9,9 @@ use automerge::{AutomergeError, Change, ChangeHash};
 
 use crate::clock::{HlcClock, wall_clock_millis};
 use crate::epoch::{EpochDoc, EpochError, RestingEpoch};
-use crate::identity::{Identity, PublicKey, random_bytes};
+use crate::identity::{Identity, PublicKey};
 use crate::record::{
-    ACTOR_SUFFIX_LEN, Body, IndexedRecord, RECORD_VERSION, Record, RecordError, RecordId, RoomId,
-    SignedRecord,
+    Body, IndexedRecord, RECORD_VERSION, Record, RecordError, RecordId, RoomId, SignedRecord,
 };
 use crate::store::{LoadProblem, RoomFiles, Store, StoreError};
 use crate::validate::{Rejection, Unverified, ValidChange, check_all, record_in, verify_all};
@@ -22,7 +21,7 @@ use crate::waiting::WaitingChanges;
 /// Records per epoch document before new records go to the next epoch. Applying a batch of remote
 /// changes costs time that grows with the document, so this bounds the cost of every receive.
 /// Concurrent writers may overfill an epoch slightly; nothing depends on the exact count.
-pub const EPOCH_CAPACITY: usize = 5_000;
+pub const EPOCH_CAPACITY: usize = 1_000;
 /// Bytes of signed records per epoch document before new records go to the next epoch, whatever
 /// the record count: keeps one epoch's changes (each a record plus at most about as much header)
 /// well inside one sync message.
@@ -162,7 +161,6 @@ pub(crate) fn split_ready(
 pub struct Room {
     id: RoomId,
     identity: Identity,
-    actor_suffix: [u8; ACTOR_SUFFIX_LEN],
     epochs: BTreeMap<u32, EpochDoc>,
     resting: BTreeMap<u32, RestingEpoch>,
     touched: BTreeSet<u32>,
@@ -191,7 +189,6 @@ impl Room {
         Self {
             id,
             identity,
-            actor_suffix: random_bytes(),
             epochs: BTreeMap::new(),
             resting: BTreeMap::new(),
             touched: BTreeSet::new(),
@@ -474,16 +471,15 @@ impl Room {
             .epochs
             .entry(number)
             .or_insert_with(|| EpochDoc::new(&room, number));
-        let (signed, change) =
-            epoch.write_local(&self.identity, self.actor_suffix, |change| Record {
-                author,
-                body,
-                change,
-                epoch: number,
-                room,
-                sent_at,
-                version: RECORD_VERSION,
-            })?;
+        let (signed, change) = epoch.write_local(&self.identity, |change| Record {
+            author,
+            body,
+            change,
+            epoch: number,
+            room,
+            sent_at,
+            version: RECORD_VERSION,
+        })?;
         epoch.add_record(signed.bytes().len());
         let bytes = change.raw_bytes().to_vec();
         if let Some(files) = &mut self.files {

@@ -13,9 +13,11 @@
 //! 3. no message, time zero, no extra bytes; exactly one operation, a `Put` of bytes into the
 //!    bucket map the record's id names (deterministic genesis ids) at a map key, with no
 //!    predecessors (so it overwrites and deletes nothing);
-//! 4. the value is a canonical signed record of this room and epoch, its id equals the key, its
-//!    author's key and signed suffix make the change's actor, and its signed sequence number,
-//!    start operation and dependencies equal the change's;
+//! 4. the value is a canonical signed record of this room and epoch, its id equals the key, the
+//!    change's actor is the record's own ([`SignedRecord::actor_id`]: its time and id) with
+//!    sequence number 1, and its signed start operation and dependencies equal the change's (so
+//!    no two different valid changes share an actor and sequence number, and an author cannot
+//!    fork the room's history);
 //! 5. the change bytes are the canonical encoding of their content (so nobody can re-encode an
 //!    honest change under the same actor and sequence number);
 //! 6. the signature verifies (last, since it is the costly check).
@@ -23,11 +25,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::legacy::{Key, ObjectId, OpType};
-use automerge::{ActorId, Change, ChangeHash, ExpandedChange, ScalarValue};
+use automerge::{Change, ChangeHash, ExpandedChange, ScalarValue};
 
 use crate::epoch::{bucket_object, bucket_of};
 use crate::parallel::parallel_map;
-use crate::record::{MAX_RECORD_BYTES, RecordError, RecordId, RoomId, SignedRecord};
+use crate::record::{
+    MAX_RECORD_BYTES, RECORD_CHANGE_SEQ, RecordError, RecordId, RoomId, SignedRecord,
+};
 use crate::signature::verify_batch;
 
 /// Largest remote change accepted: a maximal record plus its change header and dependencies.
@@ -209,10 +213,10 @@ pub(crate) fn check_structure(room: &RoomId, bytes: &[u8]) -> Result<Unverified,
         return Err(Rejection::KeyIsNotRecordId);
     }
     let header = &record.change;
-    if *change.actor_id() != ActorId::from(header.actor_id(&record.author)) {
+    if change.actor_id().to_bytes() != signed.actor_id() {
         return Err(Rejection::HeaderMismatch("actor"));
     }
-    if change.seq() != header.seq {
+    if change.seq() != RECORD_CHANGE_SEQ {
         return Err(Rejection::HeaderMismatch("sequence number"));
     }
     if change.start_op().get() != header.start_op {
@@ -301,6 +305,7 @@ mod tests {
     use crate::identity::Identity;
     use crate::record::{Body, Record, RecordId};
     use crate::room::Room;
+    use automerge::ActorId;
     use automerge::legacy::{OpId, SortedVec};
     use sha2::Digest;
 
@@ -345,12 +350,17 @@ mod tests {
     }
 
     /// Replaces the value in the change by `value` (perhaps no valid record at all), keyed by its
-    /// hash in the bucket of that hash, as a forger who knows the layout would.
+    /// hash in the bucket of that hash, under the actor a record with those bytes has (when they
+    /// decode as one), as a forger who knows the layout would.
     fn with_value(bytes: &[u8], value: Vec<u8>) -> Vec<u8> {
         let id = RecordId(sha2::Sha256::digest(&value).into());
         let record = record_of(bytes);
         let bucket = bucket_object(&record.room, record.epoch, bucket_of(&id));
+        let actor = SignedRecord::decode_trusted(&value).map(|signed| signed.actor_id());
         tamper(bytes, |expanded| {
+            if let Ok(actor) = actor {
+                expanded.actor_id = ActorId::from(&actor[..]);
+            }
             let op = &mut expanded.operations[0];
             op.obj = bucket;
             op.action = OpType::Put(ScalarValue::Bytes(value));
@@ -406,7 +416,7 @@ mod tests {
     fn record_under_another_authors_key_is_rejected() {
         let (_, author, bytes) = honest_change();
         let mallory = Identity::generate();
-        // Mallory's own valid record, smuggled into a change under the honest author's actor.
+        // Mallory's own valid record, smuggled into a change under the honest record's actor.
         let mut record = record_of(&bytes);
         record.author = mallory.public_key();
         record.body = Body::Message {
@@ -520,11 +530,29 @@ mod tests {
         record.room = RoomId::for_public_name("elsewhere").unwrap();
         let moved = with_record(&bytes, record, &author);
         assert_rejected(&mut receiver(), &moved, |r| *r == Rejection::WrongRoom);
-        let mut record = record_of(&bytes);
-        record.change.seq = 2;
-        let reseq = with_record(&bytes, record, &author);
+        let reseq = tamper(&bytes, |expanded| expanded.seq = 2);
         assert_rejected(&mut receiver(), &reseq, |r| {
             *r == Rejection::HeaderMismatch("sequence number")
+        });
+        let other_actor = tamper(&bytes, |expanded| {
+            expanded.actor_id = ActorId::from(&[1u8; 32][..]);
+        });
+        assert_rejected(&mut receiver(), &other_actor, |r| {
+            *r == Rejection::HeaderMismatch("actor")
+        });
+        let restarted = tamper(&bytes, |expanded| {
+            expanded.start_op = expanded.start_op.saturating_add(1);
+        });
+        assert_rejected(&mut receiver(), &restarted, |r| {
+            *r == Rejection::HeaderMismatch("start operation")
+        });
+        // The same record re-signed on other dependencies is another record: its actor is no
+        // longer the change's.
+        let mut record = record_of(&bytes);
+        record.change.deps.clear();
+        let redeps = with_record(&bytes, record, &author);
+        assert_rejected(&mut receiver(), &redeps, |r| {
+            *r == Rejection::HeaderMismatch("actor")
         });
     }
 

@@ -452,3 +452,37 @@ fn a_replica_writes_again_after_another_replica_built_on_its_last_message() {
     assert_eq!(alice.heads(), bob.heads());
     assert_eq!(alice.view(), bob.view());
 }
+
+/// An author with a modified client signs two different records on the same change header (the
+/// same dependencies and start operation). Replicas that receive them in opposite orders must
+/// both hold both, with identical heads, and a record built on one replica's heads must apply at
+/// the other. When a device's records shared one Automerge actor, the two changes shared an
+/// actor and sequence number: each replica kept the one it saw first and held the other back
+/// for good, every later record built on it waited for good at the other replicas, and the
+/// room never converged again.
+#[test]
+fn two_records_signed_on_the_same_header_do_not_split_the_replicas() {
+    let author = Identity::generate();
+    let one = Room::in_memory(lobby(), author.clone())
+        .post("one")
+        .unwrap();
+    let two = Room::in_memory(lobby(), author).post("two").unwrap();
+    assert_eq!(one.record.record().change, two.record.record().change);
+
+    let mut first = replica();
+    let mut second = replica();
+    for (replica, order) in [(&mut first, [&one, &two]), (&mut second, [&two, &one])] {
+        for written in order {
+            let report = replica.apply_remote(&[&written.change]).unwrap();
+            assert_eq!(report.outcomes, vec![Ok(Received::Applied(written.id))]);
+        }
+    }
+    assert_eq!(first.len(), 2);
+    assert_eq!(first.heads(), second.heads());
+
+    let reply = first.post("after the fork").unwrap();
+    let report = second.apply_remote(&[&reply.change]).unwrap();
+    assert_eq!(report.outcomes, vec![Ok(Received::Applied(reply.id))]);
+    assert_eq!(first.heads(), second.heads());
+    assert_eq!(first.view(), second.view());
+}

@@ -1,6 +1,6 @@
 //! Records and changes built by hand, the way a hostile peer builds them: any header, any
 //! dependencies, any record bytes (signed or not), each inside a well-formed Automerge change.
-//! Everything here is deterministic (fixed keys, suffixes and times), so fuzz inputs replay
+//! Everything here is deterministic (fixed keys and times), so fuzz inputs replay
 //! exactly.
 
 use std::sync::OnceLock;
@@ -9,14 +9,14 @@ use automerge::legacy::{Key, OpType};
 use automerge::{ActorId, Change, ChangeHash, ExpandedChange, ScalarValue};
 use grapevine_crdt::clock::Hlc;
 use grapevine_crdt::record::{
-    ACTOR_SUFFIX_LEN, ChangeHashBytes, ChangeHeader, RECORD_VERSION, Record,
+    ChangeHashBytes, ChangeHeader, RECORD_ACTOR_LEN, RECORD_CHANGE_SEQ, RECORD_VERSION, Record,
 };
 use grapevine_crdt::{Body, Identity, RecordId, Room, RoomId, SignedRecord, record_object};
 use sha2::{Digest, Sha256};
 
-/// Operations in an epoch's genesis change (the `records` map and its 64 buckets): the first
+/// Operations in an epoch's genesis change (the `records` map and its 16 buckets): the first
 /// record change of an epoch starts at the next one.
-pub const GENESIS_OPS: u64 = 65;
+pub const GENESIS_OPS: u64 = 17;
 /// A fixed record time (2023-11-14), so that records built twice are the same bytes.
 pub const SENT_AT_MILLIS: u64 = 1_700_000_000_000;
 
@@ -42,13 +42,11 @@ pub fn genesis() -> ChangeHash {
     change.deps()[0]
 }
 
-/// An author with a fixed key and actor suffix.
+/// An author with a fixed key.
 #[derive(Clone)]
 pub struct Author {
     /// The author's device key.
     pub identity: Identity,
-    /// The per-device part of the author's actor id.
-    pub suffix: [u8; ACTOR_SUFFIX_LEN],
 }
 
 impl Author {
@@ -56,21 +54,18 @@ impl Author {
     pub fn new(seed: u8) -> Self {
         Self {
             identity: Identity::from_secret_bytes([seed; 32]),
-            suffix: [seed; ACTOR_SUFFIX_LEN],
         }
     }
 
-    /// The record of the author's `seq`-th change in [`lobby`]'s epoch 0, at operation
-    /// `start_op`, depending on `deps` (given sorted, or not, on purpose).
-    pub fn record(&self, body: Body, seq: u64, start_op: u64, deps: &[ChangeHash]) -> Record {
+    /// A record of the author in [`lobby`]'s epoch 0, whose change starts at operation
+    /// `start_op` and depends on `deps` (given sorted, or not, on purpose).
+    pub fn record(&self, body: Body, start_op: u64, deps: &[ChangeHash]) -> Record {
         Record {
             author: self.identity.public_key(),
             body,
             change: ChangeHeader {
                 deps: deps.iter().map(|h| ChangeHashBytes(h.0)).collect(),
                 start_op,
-                seq,
-                actor_suffix: self.suffix,
             },
             epoch: 0,
             room: lobby(),
@@ -79,10 +74,10 @@ impl Author {
         }
     }
 
-    /// A message record, `seq`-th in a chain of this author's changes on top of `deps`.
-    pub fn message(&self, text: &str, seq: u64, start_op: u64, deps: &[ChangeHash]) -> Record {
+    /// A message record on top of `deps`.
+    pub fn message(&self, text: &str, start_op: u64, deps: &[ChangeHash]) -> Record {
         let body = Body::Message { text: text.into() };
-        self.record(body, seq, start_op, deps)
+        self.record(body, start_op, deps)
     }
 
     /// `record` signed through the real API (which checks every limit first).
@@ -105,8 +100,8 @@ impl Author {
     }
 
     /// The change carrying `record_bytes` (perhaps no valid record at all) with the header of
-    /// `record`: the author's actor, and the record's sequence number, start operation and
-    /// dependencies. The bytes go where a record with their hash belongs.
+    /// `record`: its start operation and dependencies, and the actor a record with `record`'s
+    /// time and the bytes' hash has. The bytes go where a record with their hash belongs.
     pub fn change(&self, record: &Record, record_bytes: Vec<u8>) -> Vec<u8> {
         self.change_with(record, record_bytes, |_| {})
     }
@@ -124,8 +119,11 @@ impl Author {
             .decode();
         let id = RecordId(Sha256::digest(&record_bytes).into());
         let header = &record.change;
-        expanded.actor_id = ActorId::from(header.actor_id(&record.author));
-        expanded.seq = header.seq;
+        let mut actor = [0u8; RECORD_ACTOR_LEN];
+        actor[..8].copy_from_slice(&record.sent_at.0.to_be_bytes());
+        actor[8..].copy_from_slice(&id.0[..RECORD_ACTOR_LEN - 8]);
+        expanded.actor_id = ActorId::from(&actor[..]);
+        expanded.seq = RECORD_CHANGE_SEQ;
         expanded.start_op = header.start_op.try_into().unwrap_or(expanded.start_op);
         expanded.deps = header.deps.iter().map(|h| ChangeHash(h.0)).collect();
         let op = &mut expanded.operations[0];
@@ -148,7 +146,7 @@ impl Author {
         let mut deps = vec![genesis()];
         let mut changes = Vec::new();
         for seq in 1..=count {
-            let record = self.message(&format!("message {seq}"), seq, GENESIS_OPS + seq, &deps);
+            let record = self.message(&format!("message {seq}"), GENESIS_OPS + seq, &deps);
             let change = self.signed_change(record);
             deps = vec![change_hash(&change)];
             changes.push(change);

@@ -89,6 +89,21 @@ fn with_field(record: &Record, key: &str, value: Value) -> Vec<(Value, Value)> {
     entries
 }
 
+/// The record's entries as format 1 wrote them: version 1, and a change header that also
+/// carried the change's sequence number and the device's actor suffix.
+fn format_1(record: &Record) -> Vec<(Value, Value)> {
+    let mut entries = with_field(record, "v", Value::Integer(1.into()));
+    for (key, value) in &mut entries {
+        if key.as_text() == Some("c")
+            && let Value::Map(header) = value
+        {
+            header.push(("q".into(), Value::Integer(1.into())));
+            header.push(("s".into(), Value::Bytes(vec![7; 8])));
+        }
+    }
+    entries
+}
+
 /// A CBOR head: major type `major` with argument `n` (a length, or a count of items), in its
 /// shortest form.
 fn head(major: u8, n: u64) -> Vec<u8> {
@@ -149,7 +164,7 @@ fn inflate(bytes: &[u8]) -> Vec<u8> {
 pub fn record() -> Vec<Seed> {
     let author = peer();
     let deps = [genesis()];
-    let msg = author.message("hello", 1, GENESIS_OPS + 1, &deps);
+    let msg = author.message("hello", GENESIS_OPS + 1, &deps);
     let signed = author.sign(msg.clone());
     let good = signed.bytes().to_vec();
     let content = good[..good.len() - 64].to_vec();
@@ -192,13 +207,12 @@ pub fn record() -> Vec<Seed> {
             },
         ),
     ] {
-        let record = author.record(body, 1, GENESIS_OPS + 1, &deps);
+        let record = author.record(body, GENESIS_OPS + 1, &deps);
         seeds.push(seed(name, author.sign(record).bytes()));
     }
     let many_deps: Vec<ChangeHash> = (0..=255u8).map(|i| ChangeHash([i; 32])).collect();
     let wide = author.record(
         Body::Message { text: "x".into() },
-        1,
         GENESIS_OPS + 1,
         &many_deps,
     );
@@ -251,7 +265,7 @@ pub fn record() -> Vec<Seed> {
                 [
                     raw_map(&entries(&msg)[..2], Some(7)),
                     cbor(&Value::Text("c".into())),
-                    head(5, 4),
+                    head(5, 2),
                     cbor(&Value::Text("d".into())),
                     head(4, 1 << 32),
                 ]
@@ -400,6 +414,7 @@ pub fn record() -> Vec<Seed> {
             "signature-by-another-key",
             Author::new(0x66).sign_bytes(content.clone()),
         ),
+        seed("format-1", sign(cbor(&Value::Map(format_1(&msg))))),
     ]);
     // A small-order key with the identity as `R` and `s = 0` satisfies the cofactored equation
     // for every message: the key and `R` rules must refuse it.
@@ -421,7 +436,7 @@ pub fn record() -> Vec<Seed> {
 fn limit_breaking_records(author: &Author, msg: &Record) -> Vec<(String, Record)> {
     let g = genesis();
     let mut version = msg.clone();
-    version.version = 2;
+    version.version = 3;
     let mut empty = msg.clone();
     empty.body = Body::Message {
         text: String::new(),
@@ -430,15 +445,15 @@ fn limit_breaking_records(author: &Author, msg: &Record) -> Vec<(String, Record)
     long.body = Body::Message {
         text: "x".repeat(MAX_TEXT_BYTES + 1),
     };
-    let mut seq_zero = msg.clone();
-    seq_zero.change.seq = 0;
-    let unsorted = author.message("unsorted", 1, GENESIS_OPS + 1, &[ChangeHash([9; 32]), g]);
-    let duplicated = author.message("duplicated", 1, GENESIS_OPS + 1, &[g, g]);
+    let mut start_op_zero = msg.clone();
+    start_op_zero.change.start_op = 0;
+    let unsorted = author.message("unsorted", GENESIS_OPS + 1, &[ChangeHash([9; 32]), g]);
+    let duplicated = author.message("duplicated", GENESIS_OPS + 1, &[g, g]);
     vec![
-        ("version-2".into(), version),
+        ("version-3".into(), version),
         ("empty-text".into(), empty),
         ("text-too-long".into(), long),
-        ("seq-zero".into(), seq_zero),
+        ("start-op-zero".into(), start_op_zero),
         ("deps-unsorted".into(), unsorted),
         ("deps-duplicated".into(), duplicated),
     ]
@@ -531,12 +546,12 @@ pub fn envelope() -> Vec<Seed> {
 fn crafted_changes() -> Vec<(String, Vec<u8>)> {
     let author = peer();
     let g = genesis();
-    let msg = author.message("hello", 1, GENESIS_OPS + 1, &[g]);
+    let msg = author.message("hello", GENESIS_OPS + 1, &[g]);
     let honest = author.signed_change(msg.clone());
     let mut out = vec![("honest".to_string(), honest.clone())];
-    let missing = author.message("waits", 1, GENESIS_OPS + 1, &[ChangeHash([0xab; 32])]);
+    let missing = author.message("waits", GENESIS_OPS + 1, &[ChangeHash([0xab; 32])]);
     out.push(("missing-dependency".into(), author.signed_change(missing)));
-    let duplicated = author.message("duplicated", 1, GENESIS_OPS + 1, &[g, g]);
+    let duplicated = author.message("duplicated", GENESIS_OPS + 1, &[g, g]);
     out.push((
         "duplicate-dependency".into(),
         author.change(&duplicated, author.sign_unchecked(&duplicated)),
@@ -630,7 +645,6 @@ pub fn apply_remote() -> Vec<Seed> {
                 .id(),
             text: "edited".into(),
         },
-        4,
         GENESIS_OPS + 4,
         &[change_hash(&chain[2])],
     );
@@ -642,7 +656,6 @@ pub fn apply_remote() -> Vec<Seed> {
             .id();
         let record = mallory.record(
             Body::Delete { target },
-            1,
             GENESIS_OPS + 2,
             &[change_hash(first)],
         );
@@ -676,7 +689,7 @@ pub fn apply_remote() -> Vec<Seed> {
         seeds.push(seed(&format!("change-{name}"), frames::join(&[change])));
     }
     for (name, record) in record() {
-        let msg = author.message("hello", 1, GENESIS_OPS + 1, &[genesis()]);
+        let msg = author.message("hello", GENESIS_OPS + 1, &[genesis()]);
         let change = author.change(&msg, record);
         seeds.push(seed(&format!("record-{name}"), frames::join(&[change])));
     }
