@@ -718,6 +718,62 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_longer_than_the_waiting_queue_is_indexed_once_its_first_change_arrives() {
+        // A Bloom filter false positive can make a peer leave out the first change of a long
+        // chain: the rest arrive first and wait inside Automerge, more of them than the room's
+        // own waiting queue holds (in one epoch: writers move on after `EPOCH_CAPACITY`, but
+        // any author may keep writing into an epoch). Every one of them must be indexed when
+        // the missing change comes.
+        let mut sender = Room::in_memory(lobby(), Identity::generate());
+        for i in 0..crate::room::MAX_WAITING_CHANGES + 200 {
+            let text = format!("message {i}");
+            sender.write_into(0, Body::Message { text }).unwrap();
+        }
+        let mut receiver = Room::in_memory(lobby(), Identity::generate());
+        let (mut at_sender, mut at_receiver) = (SyncSession::new(), SyncSession::new());
+        let mut with_changes = None;
+        for _ in 0..10 {
+            if let Some(m) = receiver.generate_sync_message(&mut at_receiver).unwrap() {
+                sender.receive_sync_message(&mut at_sender, &m).unwrap();
+            }
+            let m = sender
+                .generate_sync_message(&mut at_sender)
+                .unwrap()
+                .unwrap();
+            let wire: WireMessage = ciborium::from_reader(&m[1..]).unwrap();
+            let part = sync::Message::decode(&inflate_bounded(&wire.parts[0].1).unwrap()).unwrap();
+            if !part.changes.is_empty() {
+                with_changes = Some((wire, part));
+                break;
+            }
+            receiver.receive_sync_message(&mut at_receiver, &m).unwrap();
+        }
+        let (mut wire, mut part) = with_changes.expect("the sender sends its changes");
+        part.changes = sync::ChunkList::from(
+            part.changes
+                .iter()
+                .skip(1)
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>(),
+        );
+        wire.parts[0].1 = serde_bytes::ByteBuf::from(deflate(&part.encode()));
+        let mut without_first = vec![WIRE_FORMAT_DEFLATE];
+        ciborium::into_writer(&wire, &mut without_first).unwrap();
+        let progress = receiver
+            .receive_sync_message(&mut SyncSession::new(), &without_first)
+            .unwrap();
+        assert!(progress.new_records.is_empty());
+
+        let (mut at_sender, mut at_receiver) = (SyncSession::new(), SyncSession::new());
+        sync_bytes(
+            (&mut receiver, &mut at_receiver),
+            (&mut sender, &mut at_sender),
+        );
+        assert_eq!(receiver.heads(), sender.heads());
+        assert_eq!(receiver.len(), sender.len());
+    }
+
+    #[test]
     fn a_newcomer_catches_up_on_more_epochs_than_one_message_may_open() {
         let mut long = Room::in_memory(lobby(), Identity::generate());
         let epochs = 3 * MAX_NEW_EPOCHS_PER_MESSAGE as u32 + 5;

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
-use automerge::{Change, ScalarValue};
+use automerge::{ActorId, Change, ExpandedChange, ScalarValue};
 use grapevine_node::behaviour::Envelope;
-use grapevine_node::crdt::{Identity, RecordId, Room, RoomId, record_object};
+use grapevine_node::crdt::{Identity, RecordId, Room, RoomId, SignedRecord, record_object};
 use grapevine_node::room_topic;
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
@@ -825,17 +825,28 @@ fn replay_envelope(change: &[u8], nonce: u64) -> Result<Vec<u8>, String> {
 }
 
 /// Re-encodes `change` with `record` (keyed by `id`, in `object`, where a record with that id
-/// belongs) in place of its own record.
+/// belongs) in place of its own record, under the actor a record of those bytes has when they
+/// decode as one: as a forger who knows the layout builds it, so that it fails only on what is
+/// forged (a change under any other actor fails on its actor, before its signature is checked).
 pub(crate) fn with_record(
     change: &[u8],
     record: Vec<u8>,
     id: RecordId,
     object: ObjectId,
 ) -> Result<Vec<u8>, String> {
-    edit_record_op(change, |op| {
+    let actor = SignedRecord::decode_trusted(&record).map(|signed| signed.actor_id());
+    edit_change(change, |expanded| {
+        if let Ok(actor) = actor {
+            expanded.actor_id = ActorId::from(&actor[..]);
+        }
+        let op = expanded
+            .operations
+            .first_mut()
+            .ok_or("a record change has an operation")?;
         op.obj = object;
         op.action = OpType::Put(ScalarValue::Bytes(record));
         op.key = Key::Map(id.to_string().into());
+        Ok(())
     })
 }
 
@@ -844,14 +855,25 @@ fn edit_record_op(
     change: &[u8],
     edit: impl FnOnce(&mut automerge::legacy::Op),
 ) -> Result<Vec<u8>, String> {
+    edit_change(change, |expanded| {
+        let op = expanded
+            .operations
+            .first_mut()
+            .ok_or("a record change has an operation")?;
+        edit(op);
+        Ok(())
+    })
+}
+
+/// Re-encodes `change` after `edit` changed its decoded form.
+fn edit_change(
+    change: &[u8],
+    edit: impl FnOnce(&mut ExpandedChange) -> Result<(), &'static str>,
+) -> Result<Vec<u8>, String> {
     let mut expanded = Change::try_from(change)
         .map_err(|e| e.to_string())?
         .decode();
-    let op = expanded
-        .operations
-        .first_mut()
-        .ok_or("a record change has an operation")?;
-    edit(op);
+    edit(&mut expanded)?;
     Ok(Change::from(expanded).raw_bytes().to_vec())
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use automerge::legacy::{Key, OpType};
 use automerge::transaction::Transactable;
-use automerge::{Change, ExpandedChange, ScalarValue};
+use automerge::{ActorId, Change, ExpandedChange, ScalarValue};
 use grapevine_node::behaviour::Envelope;
 use grapevine_node::behaviour::{SYNC_PROTOCOL, SyncCodec, SyncRequest};
 use grapevine_node::crdt::{Identity, RecordId, Room, RoomId, SignedRecord, record_object};
@@ -106,11 +106,14 @@ fn tamper(change: &[u8], edit: impl FnOnce(&mut ExpandedChange)) -> Result<Vec<u
 }
 
 /// Puts `record` (signed bytes, of `room`'s epoch 0) into the change in place of its own record,
-/// keyed by its id in the object its id names, as a forger who knows the format would.
+/// keyed by its id in the object its id names, under the actor a record of those bytes has, as a
+/// forger who knows the format would.
 fn with_record_bytes(room: &RoomId, change: &[u8], record: Vec<u8>) -> Result<Vec<u8>> {
     let id = RecordId(Sha256::digest(&record).into());
     let object = record_object(room, 0, &id);
+    let actor = SignedRecord::decode_trusted(&record)?.actor_id();
     tamper(change, |expanded| {
+        expanded.actor_id = ActorId::from(&actor[..]);
         let op = &mut expanded.operations[0];
         op.obj = object;
         op.action = OpType::Put(ScalarValue::Bytes(record));
