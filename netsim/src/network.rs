@@ -79,6 +79,15 @@ struct NetState {
 }
 
 impl NetState {
+    /// The lowest port `peer` listens on, if it listens.
+    fn listen_port_of(&self, peer: usize) -> Option<u64> {
+        self.listeners
+            .iter()
+            .filter(|(_, (owner, _))| *owner == peer)
+            .map(|(port, _)| *port)
+            .min()
+    }
+
     fn connected(&self, a: usize, b: usize) -> bool {
         if self.down.contains(&a) || self.down.contains(&b) {
             return false;
@@ -265,8 +274,18 @@ impl SimNetwork {
         if !state.connected(from, to) {
             return Err(SimError::Unreachable);
         }
-        let dial_port = state.next_port;
-        state.next_port += 1;
+        // The listener sees the connection come from the dialer's listening port, as it would
+        // over QUIC, or over TCP once identify has put the listening port in place of the
+        // ephemeral one (libp2p cannot do that for memory addresses). A fresh port there would
+        // have every observed address fail the AutoNAT probes and send reachable peers after
+        // relay reservations. A peer that does not listen dials from a fresh port.
+        let dial_port = match state.listen_port_of(from) {
+            Some(port) => port,
+            None => {
+                state.next_port += 1;
+                state.next_port - 1
+            }
+        };
         drop(state);
         let (a_to_b_in, a_to_b_out) = self.pipe(from, to);
         let (b_to_a_in, b_to_a_out) = self.pipe(to, from);
@@ -532,5 +551,72 @@ impl Transport for SimTransport {
             }
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::core::Endpoint;
+    use libp2p::core::transport::PortUse;
+
+    fn transport(network: &SimNetwork, peer: usize) -> SimTransport {
+        SimTransport {
+            network: network.clone(),
+            peer,
+            listeners: Vec::new(),
+        }
+    }
+
+    /// The address the listener of `to` reports an incoming connection from `from` as coming from.
+    async fn seen_from(from: &mut SimTransport, to: &mut SimTransport, port: u64) -> Multiaddr {
+        let dial_opts = DialOpts {
+            role: Endpoint::Dialer,
+            port_use: PortUse::New,
+        };
+        let addr = Multiaddr::empty().with(Protocol::Memory(port));
+        let dialled = from.dial(addr, dial_opts).expect("memory address");
+        assert!(dialled.await.is_ok(), "the dial reaches the listener");
+        loop {
+            match futures::future::poll_fn(|cx| Pin::new(&mut *to).poll(cx)).await {
+                TransportEvent::Incoming { send_back_addr, .. } => return send_back_addr,
+                TransportEvent::NewAddress { .. } => continue,
+                _ => panic!("unexpected transport event"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_comes_from_the_dialers_listening_port() {
+        let network = SimNetwork::new(LinkFaults::default(), 1);
+        let (mut a, mut b, mut bare) = (
+            transport(&network, 0),
+            transport(&network, 1),
+            transport(&network, 2),
+        );
+        let listen = |t: &mut SimTransport, port: u64| {
+            t.listen_on(
+                ListenerId::next(),
+                Multiaddr::empty().with(Protocol::Memory(port)),
+            )
+            .expect("a free port");
+        };
+        listen(&mut a, 7_001);
+        listen(&mut b, 7_002);
+
+        let from_a = seen_from(&mut a, &mut b, 7_002).await;
+        assert_eq!(from_a, Multiaddr::empty().with(Protocol::Memory(7_001)));
+        // What identify reports back to `a` as observed is an address `a` can be dialled at.
+        let back = seen_from(&mut b, &mut a, 7_001).await;
+        assert_eq!(back, Multiaddr::empty().with(Protocol::Memory(7_002)));
+
+        let from_bare = seen_from(&mut bare, &mut b, 7_002).await;
+        let Some(Protocol::Memory(port)) = from_bare.iter().next() else {
+            panic!("a memory address: {from_bare}");
+        };
+        assert!(
+            ![7_001, 7_002].contains(&port),
+            "a peer that does not listen dials from a port of its own"
+        );
     }
 }
