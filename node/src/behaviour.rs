@@ -452,7 +452,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Kademlia's own refresh of the routing table: libp2p's 5-minute default. The routing table is
 /// bounded by k-buckets of 20; lookups only open short-lived connections that close when idle,
 /// and the connection limits bound the rest.
-const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5 * 60);
+pub(crate) const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// What one failed sync exchange costs a peer, as a gossipsub application score (weighted ×10 by
 /// default): four failures reach the default graylist threshold of -80.

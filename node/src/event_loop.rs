@@ -230,6 +230,10 @@ pub(crate) struct EventLoop {
     /// The address range each routing-table peer was admitted under (peers whose addresses
     /// have no range are not listed); entries leave with their peer.
     routing_ranges: HashMap<PeerId, Option<AddressRange>>,
+    /// When the last Kademlia bootstrap reported its first step, and the bootstraps being cut
+    /// short (see `cut_redundant_bootstrap`).
+    last_bootstrap: Option<Instant>,
+    bootstraps_cut: HashSet<kad::QueryId>,
     rooms: HashMap<RoomId, Joined>,
     topics: HashMap<gossipsub::TopicHash, RoomId>,
     /// Sync state per peer, room and role; dropped when the peer disconnects.
@@ -338,6 +342,8 @@ impl EventLoop {
             room_lookups: HashMap::new(),
             kad_range_quota: config.limits.kad_range_quota,
             routing_ranges: HashMap::new(),
+            last_bootstrap: None,
+            bootstraps_cut: HashSet::new(),
             rooms: HashMap::new(),
             topics: HashMap::new(),
             sessions: HashMap::new(),

@@ -18,7 +18,9 @@ use super::{
 };
 use crate::RoutingEntry;
 use crate::address_range::{AddressRange, first_ip};
-use crate::behaviour::{KAD_PROTOCOL, MESH_N, MESH_N_LOW, room_provider_key};
+use crate::behaviour::{
+    KAD_BOOTSTRAP_INTERVAL, KAD_PROTOCOL, MESH_N, MESH_N_LOW, room_provider_key,
+};
 use crate::error::NodeError;
 use crate::handle::Reply;
 
@@ -28,6 +30,18 @@ enum Whereabouts {
     Range(Option<AddressRange>),
     /// Reached through relays only, so its own address is unknown.
     RelayedOnly,
+}
+
+/// Where a peer would go in the routing table: what admitting it depends on.
+struct RangeOccupancy {
+    /// The peer is in the table already.
+    present: bool,
+    /// The peer's k-bucket holds its 20 peers.
+    bucket_full: bool,
+    /// Other peers of the peer's address range in its k-bucket (none counted without a range).
+    in_bucket: usize,
+    /// Other peers of the peer's address range in the whole table.
+    in_table: usize,
 }
 
 impl EventLoop {
@@ -133,7 +147,55 @@ impl EventLoop {
                 step,
                 ..
             } => self.handle_providers(id, result, step.last),
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::Bootstrap(_),
+                step,
+                ..
+            } => self.cut_redundant_bootstrap(id, step),
             _ => {}
+        }
+    }
+
+    /// Cuts a Kademlia bootstrap short after its first step (the lookup of this node's own id)
+    /// when the routing table is full enough and the previous bootstrap started less than half
+    /// the refresh interval ago (so never the periodic refresh), skipping its walks towards a
+    /// random id in every bucket.
+    ///
+    /// libp2p-kad schedules a bootstrap whenever a peer enters a table of fewer than
+    /// [`kad::K_VALUE`] peers, and runs it once the bootstrap in flight ends. A joining node's
+    /// table is small during its first bootstrap, so every join ran a second one, by then
+    /// needless: in a 100-peer netsim run it started about 36 s after the join and asked 44
+    /// peers (median), most of them over new connections. The first bootstrap and the periodic
+    /// refresh run whole. Finishing each step at once makes Kademlia move through the remaining
+    /// buckets without asking anyone.
+    fn cut_redundant_bootstrap(&mut self, id: kad::QueryId, step: kad::ProgressStep) {
+        if step.last {
+            self.bootstraps_cut.remove(&id);
+            return;
+        }
+        if step.count.get() == 1 {
+            let now = Instant::now();
+            let recent = self
+                .last_bootstrap
+                .is_some_and(|at| now.duration_since(at) < KAD_BOOTSTRAP_INTERVAL / 2);
+            self.last_bootstrap = Some(now);
+            let table: usize = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .kbuckets()
+                .map(|bucket| bucket.num_entries())
+                .sum();
+            if recent && table >= kad::K_VALUE.get() {
+                tracing::debug!(?id, table, "cutting a needless Kademlia bootstrap short");
+                self.bootstraps_cut.insert(id);
+            }
+        }
+        if self.bootstraps_cut.contains(&id)
+            && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
+        {
+            query.finish();
         }
     }
 
@@ -197,10 +259,17 @@ impl EventLoop {
     }
 
     /// Adds `address` of `peer` to the Kademlia routing table, unless the peer is not there yet
-    /// and its address range already holds its quota ([`crate::RangeQuota`]) in the peer's
-    /// k-bucket or in the whole table. Bootstrap peers are always added. A peer reached only
-    /// through relays is not: a DHT server can be dialled directly, and a relayed peer's own
-    /// address is unknown, so its range would be whatever it claims.
+    /// and either its k-bucket is full or its address range already holds its quota
+    /// ([`crate::RangeQuota`]) in that bucket or in the whole table. Bootstrap peers are always
+    /// added. A peer reached only through relays is not: a DHT server can be dialled directly,
+    /// and a relayed peer's own address is unknown, so its range would be whatever it claims.
+    ///
+    /// A full bucket keeps its peers, as Kademlia prefers long-known peers. Offering it a newcomer
+    /// would make Kademlia dial the bucket's oldest disconnected peer to see whether it is still
+    /// there, and since the node closes connections no room needs, most of a full bucket is
+    /// disconnected: each connection a peer opened to this node would open another, which opens
+    /// another at the far end. Dead peers still leave the table, when a lookup fails to reach
+    /// them.
     pub(super) fn admit_to_routing_table(&mut self, peer: PeerId, address: Multiaddr) {
         let range = match self.whereabouts(peer, &address) {
             Whereabouts::RelayedOnly => {
@@ -209,13 +278,20 @@ impl EventLoop {
             }
             Whereabouts::Range(range) => range,
         };
-        let (present, in_bucket, in_table) = self.range_occupancy(peer, range);
-        if !present {
-            if !self.kad_range_quota.admits(in_bucket, in_table)
-                && !self.bootstrap_peers.contains(&peer)
+        let occupancy = self.range_occupancy(peer, range);
+        if !occupancy.present {
+            let bootstrap = self.bootstrap_peers.contains(&peer);
+            if occupancy.bucket_full && !bootstrap {
+                tracing::trace!(%peer, "k-bucket full: peer not added to the routing table");
+                return;
+            }
+            if !self
+                .kad_range_quota
+                .admits(occupancy.in_bucket, occupancy.in_table)
+                && !bootstrap
             {
                 tracing::debug!(
-                    %peer, ?range, in_bucket, in_table,
+                    %peer, ?range, occupancy.in_bucket, occupancy.in_table,
                     "address range at its quota in the routing table: peer not added"
                 );
                 return;
@@ -242,8 +318,11 @@ impl EventLoop {
                 }
             },
         };
-        let (_, in_bucket, in_table) = self.range_occupancy(peer, range);
-        if !self.kad_range_quota.admits(in_bucket, in_table) {
+        let occupancy = self.range_occupancy(peer, range);
+        if !self
+            .kad_range_quota
+            .admits(occupancy.in_bucket, occupancy.in_table)
+        {
             tracing::debug!(%peer, ?range, "address range over its quota: peer taken out of the DHT");
             self.swarm.behaviour_mut().kad.remove_peer(&peer);
             self.routing_ranges.remove(&peer);
@@ -276,21 +355,17 @@ impl EventLoop {
         Whereabouts::Range(AddressRange::of(address))
     }
 
-    /// For the quota of `range`: whether `peer` is in the routing table already, and how many
-    /// other peers of `range` are in its k-bucket and in the whole table (none when `range` is
-    /// `None`). Forgets the ranges of peers that have left the table.
-    fn range_occupancy(
-        &mut self,
-        peer: PeerId,
-        range: Option<AddressRange>,
-    ) -> (bool, usize, usize) {
+    /// Where `peer` would go in the routing table, for the quota of `range`. Forgets the ranges
+    /// of peers that have left the table.
+    fn range_occupancy(&mut self, peer: PeerId, range: Option<AddressRange>) -> RangeOccupancy {
         let local = kad::KBucketKey::from(*self.swarm.local_peer_id());
         let distance = local.distance(&kad::KBucketKey::from(peer));
         let ranges = &mut self.routing_ranges;
         let mut in_table_now = HashSet::new();
-        let (mut in_bucket, mut in_table) = (0, 0);
+        let (mut in_bucket, mut in_table, mut bucket_full) = (0, 0, false);
         for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
             let same_bucket = bucket.contains(&distance);
+            bucket_full |= same_bucket && bucket.num_entries() >= kad::K_VALUE.get();
             for entry in bucket.iter() {
                 let other = *entry.node.key.preimage();
                 in_table_now.insert(other);
@@ -308,7 +383,12 @@ impl EventLoop {
             }
         }
         ranges.retain(|peer, _| in_table_now.contains(peer));
-        (in_table_now.contains(&peer), in_bucket, in_table)
+        RangeOccupancy {
+            present: in_table_now.contains(&peer),
+            bucket_full,
+            in_bucket,
+            in_table,
+        }
     }
 
     /// Dials room members found by a lookup, but only while the room has fewer connected members
