@@ -136,6 +136,11 @@ pub struct SyncSession {
 pub struct SyncProgress {
     /// Records that arrived and are now in the room.
     pub new_records: Vec<RecordId>,
+    /// Changes the message carried that this replica neither held nor had waiting for their
+    /// dependencies: the records it gained plus those now waiting. Zero means the message
+    /// brought nothing new, which in a busy room is what a sync exchange looks like once only
+    /// the records gossip is still delivering differ.
+    pub unseen_changes: usize,
 }
 
 impl SyncSession {
@@ -478,9 +483,12 @@ impl Room {
         // indexes them once Automerge has applied them. Complete changes are applied as already
         // parsed (Automerge would parse them again); the rest travel in the sync message.
         let mut jobs = Vec::with_capacity(decoded.len());
+        let mut unseen_changes = 0;
         for (number, message, valid) in decoded {
             for v in &valid {
-                self.take_waiting(&v.hash());
+                if self.take_waiting(&v.hash()).is_none() {
+                    unseen_changes += 1;
+                }
             }
             self.epoch_mut(number)?;
             let Some(epoch) = self.take_epoch(number) else {
@@ -503,7 +511,10 @@ impl Room {
         let jobs = parallel_map(jobs, 2, |chunk| {
             chunk.into_iter().map(ApplyJob::run).collect()
         });
-        let mut progress = SyncProgress::default();
+        let mut progress = SyncProgress {
+            unseen_changes,
+            ..SyncProgress::default()
+        };
         let mut first_error = None;
         let mut finished = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -683,6 +694,48 @@ mod tests {
             }
         }
         panic!("sync did not go quiet");
+    }
+
+    #[test]
+    fn only_changes_the_receiver_lacked_count_as_unseen() {
+        let mut a = Room::in_memory(lobby(), Identity::generate());
+        let mut b = Room::in_memory(lobby(), Identity::generate());
+        a.post("first").unwrap();
+        let (mut a_session, mut b_session) = (SyncSession::new(), SyncSession::new());
+        let (mut unseen_at_a, mut unseen_at_b) = (0, 0);
+        for _ in 0..8 {
+            let to_b = a.generate_sync_message(&mut a_session).unwrap();
+            if let Some(m) = &to_b {
+                unseen_at_b += b
+                    .receive_sync_message(&mut b_session, m)
+                    .unwrap()
+                    .unseen_changes;
+            }
+            let to_a = b.generate_sync_message(&mut b_session).unwrap();
+            if let Some(m) = &to_a {
+                unseen_at_a += a
+                    .receive_sync_message(&mut a_session, m)
+                    .unwrap()
+                    .unseen_changes;
+            }
+            if to_b.is_none() && to_a.is_none() {
+                break;
+            }
+        }
+        assert_eq!((unseen_at_a, unseen_at_b), (0, 1));
+
+        // A record that reaches `b` by gossip while the sync message carrying it is in flight:
+        // the message brings nothing `b` lacked.
+        let second = a.post("second").unwrap();
+        let to_b = a
+            .generate_sync_message(&mut a_session)
+            .unwrap()
+            .expect("a has a record to send");
+        b.apply_remote(&[&second.change]).unwrap();
+        let progress = b.receive_sync_message(&mut b_session, &to_b).unwrap();
+        assert!(progress.new_records.is_empty());
+        assert_eq!(progress.unseen_changes, 0);
+        assert_eq!(a.heads(), b.heads());
     }
 
     #[test]

@@ -140,11 +140,16 @@ pub struct SyncRequest {
 }
 
 /// A sync response: the responder's next sync message, or `None` when it has nothing to say.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SyncResponse {
     /// The responder's sync message, if it has one.
     #[serde(with = "serde_bytes")]
     pub message: Option<Vec<u8>>,
+    /// Changes the request brought the responder that it did not hold: with what the response
+    /// brings the requester, whether the round moved anything. Absent (zero) from peers that
+    /// predate it.
+    #[serde(default)]
+    pub gained: u32,
 }
 
 /// The `/grapevine/sync/1` codec: length-prefixed CBOR frames, bounded by

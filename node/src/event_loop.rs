@@ -52,6 +52,12 @@ const MIN_PRUNE_INTERVAL: Duration = Duration::from_millis(250);
 /// `steady` that took a third of all CPU and quadrupled latency). The next exchange goes on
 /// where this one stopped; the bound also stops a peer that never ends an exchange.
 const MAX_SYNC_ROUNDS: u32 = 16;
+/// From this round on, a sync exchange ends after the first round that moved nothing either
+/// side lacked. The first rounds only trade heads and Bloom filters; after them, a round that
+/// brings neither side anything means the two held the same history when the exchange started,
+/// and differ only by records gossip is delivering meanwhile: chasing those kept exchanges going
+/// for all 16 rounds (about 40 s each, 3,388 of 5,432 exchanges in a 100-peer joins run).
+const SETTLING_SYNC_ROUNDS: u32 = 3;
 
 /// Which side of an exchange a session serves; each side of a pair of peers keeps one of each,
 /// so two exchanges started at once by both peers never share state.

@@ -11,7 +11,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::{
     EventLoop, Exchange, MAX_SYNC_ROUNDS, MAX_WAITING_ON_CATCH_UP, REMEMBERED_SYNC_EVERY, Role,
-    SPREAD_AFTER_RECORDS, SPREAD_INTERVAL, SPREAD_TO, SyncBudget,
+    SETTLING_SYNC_ROUNDS, SPREAD_AFTER_RECORDS, SPREAD_INTERVAL, SPREAD_TO, SyncBudget,
 };
 use crate::NodeEvent;
 use crate::behaviour::{SYNC_FAULT_SCORE, SyncRequest, SyncResponse};
@@ -326,7 +326,7 @@ impl EventLoop {
                         self.hold_during_catch_up(peer, request, channel)
                             .map(|(request, channel)| (self.answer_sync(peer, request), channel))
                     } else {
-                        Some((SyncResponse { message: None }, channel))
+                        Some((SyncResponse::default(), channel))
                     };
                     if let Some((response, channel)) = answer {
                         let _ = self
@@ -436,7 +436,7 @@ impl EventLoop {
     fn answer_sync(&mut self, peer: PeerId, request: SyncRequest) -> SyncResponse {
         let room_id = request.room;
         let Some(joined) = self.rooms.get_mut(&room_id) else {
-            return SyncResponse { message: None };
+            return SyncResponse::default();
         };
         let session = self
             .sessions
@@ -447,13 +447,17 @@ impl EventLoop {
             session.reset();
         }
         let mut new = Vec::new();
+        let mut gained = 0;
         if let Some(message) = &request.message {
             match joined.room.receive_sync_message(session, message) {
-                Ok(progress) => new = progress.new_records,
+                Ok(progress) => {
+                    new = progress.new_records;
+                    gained = u32::try_from(progress.unseen_changes).unwrap_or(u32::MAX);
+                }
                 Err(e) => {
                     session.forget();
                     self.sync_fault(peer, &e);
-                    return SyncResponse { message: None };
+                    return SyncResponse::default();
                 }
             }
         }
@@ -467,7 +471,10 @@ impl EventLoop {
         let count = new.len();
         self.gained(room_id, new);
         self.report_sync_progress(room_id, peer, count);
-        SyncResponse { message: reply }
+        SyncResponse {
+            message: reply,
+            gained,
+        }
     }
 
     /// Takes a response as the initiator and sends the next request, or ends the exchange.
@@ -483,9 +490,13 @@ impl EventLoop {
             return;
         };
         let mut new = Vec::new();
+        let mut moved = response.gained > 0;
         if let Some(message) = &response.message {
             match joined.room.receive_sync_message(session, message) {
-                Ok(progress) => new = progress.new_records,
+                Ok(progress) => {
+                    moved |= progress.unseen_changes > 0;
+                    new = progress.new_records;
+                }
                 Err(e) => {
                     session.forget();
                     self.end_exchange(peer, room);
@@ -506,14 +517,18 @@ impl EventLoop {
         self.gained(room, new);
         self.report_sync_progress(room, peer, count);
         let done = next.is_none() && response.message.is_none();
-        if done || rounds + 1 >= MAX_SYNC_ROUNDS {
+        let settled = !moved && rounds + 1 >= SETTLING_SYNC_ROUNDS;
+        if done || settled || rounds + 1 >= MAX_SYNC_ROUNDS {
+            // A settled exchange brought everything the member held when it started: a
+            // catch-up needs no other member's history.
+            if (done || settled)
+                && let Some(catch_up) = self.rooms.get_mut(&room).and_then(|j| j.catch_up.as_mut())
+                && catch_up.peer == Some(peer)
+            {
+                catch_up.completed = true;
+            }
             if done {
                 tracing::debug!(%peer, rounds = rounds + 1, records, "sync exchange completed");
-                if let Some(catch_up) = self.rooms.get_mut(&room).and_then(|j| j.catch_up.as_mut())
-                    && catch_up.peer == Some(peer)
-                {
-                    catch_up.completed = true;
-                }
                 // The records of the exchange are reported (once durable) before its end; a
                 // failure is logged and reported by `flush_room`.
                 let _ = self.flush_room(room);
@@ -522,6 +537,8 @@ impl EventLoop {
                     peer,
                     records,
                 });
+            } else if settled {
+                tracing::debug!(%peer, rounds = rounds + 1, "sync exchange settled");
             } else {
                 tracing::debug!(%peer, "sync exchange ended after {MAX_SYNC_ROUNDS} rounds");
             }
