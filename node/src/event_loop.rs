@@ -790,6 +790,9 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id {
+                    self.forget_unreachable_routing_peer(peer, &error);
+                }
             }
             _ => {}
         }

@@ -324,3 +324,40 @@ async fn two_peers_find_each_other_through_a_bootstrap_node_over_tcp() -> Result
     assert!(network.members[0].peers().await?.contains(&other));
     shutdown(network).await
 }
+
+/// libp2p-kad keeps a peer with its last address however often dials to it fail; the node takes
+/// it out itself, or peers that left would stay in full k-buckets for good (a full bucket no
+/// longer makes room by dialling its oldest entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_cannot_be_dialled_leaves_the_routing_table() -> Result<()> {
+    let (a_dir, b_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, _a_events) = Node::spawn(server_config(&a_dir, Transport::Memory)).await?;
+    let (b, _b_events) = Node::spawn(server_config(&b_dir, Transport::Memory)).await?;
+    let b_id = b.peer_id();
+    let b_addr = common::first_addr(&b).await?;
+    common::connect(&a, &b).await?;
+    let in_table =
+        |entries: Vec<grapevine_node::RoutingEntry>| entries.iter().any(|e| e.peer == b_id);
+    common::eventually("b in a's routing table", || async {
+        Ok(in_table(a.routing_table().await?))
+    })
+    .await?;
+
+    b.shutdown().await?;
+    common::eventually("a no longer connected to b", || async {
+        Ok(!a.peers().await?.contains(&b_id))
+    })
+    .await?;
+    assert!(
+        in_table(a.routing_table().await?),
+        "a disconnection alone leaves the peer in the table"
+    );
+    // Dialling fails at once (nobody listens there any more), or the dial is refused.
+    let _ = a.dial(b_addr).await;
+    common::eventually("b out of a's routing table", || async {
+        Ok(!in_table(a.routing_table().await?))
+    })
+    .await?;
+    a.shutdown().await?;
+    Ok(())
+}

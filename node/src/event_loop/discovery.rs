@@ -9,6 +9,7 @@ use grapevine_crdt::RoomId;
 use libp2p::identify;
 use libp2p::kad::{self, GetProvidersOk, QueryResult};
 use libp2p::mdns;
+use libp2p::swarm::DialError;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
@@ -261,8 +262,8 @@ impl EventLoop {
     /// would make Kademlia dial the bucket's oldest disconnected peer to see whether it is still
     /// there, and since the node closes connections no room needs, most of a full bucket is
     /// disconnected: each connection a peer opened to this node would open another, which opens
-    /// another at the far end. Dead peers still leave the table, when a lookup fails to reach
-    /// them.
+    /// another at the far end. Dead peers leave the table when a dial to them fails
+    /// ([`EventLoop::forget_unreachable_routing_peer`]).
     pub(super) fn admit_to_routing_table(&mut self, peer: PeerId, address: Multiaddr) {
         let range = match self.whereabouts(peer, &address) {
             Whereabouts::RelayedOnly => {
@@ -321,6 +322,27 @@ impl EventLoop {
             self.routing_ranges.remove(&peer);
         } else {
             self.routing_ranges.insert(peer, range);
+        }
+    }
+
+    /// Takes a peer out of the routing table when a dial to it failed on the network (not for a
+    /// limit of this node's own). libp2p-kad keeps a peer with its last address however often it
+    /// fails, and drops it only to make room for a newcomer in its bucket, which this node no
+    /// longer offers to full buckets (see [`EventLoop::admit_to_routing_table`]): without this,
+    /// peers that left would stay in full buckets for good. A peer taken out by mistake comes
+    /// back the next time it connects.
+    pub(super) fn forget_unreachable_routing_peer(&mut self, peer: PeerId, error: &DialError) {
+        if !matches!(
+            error,
+            DialError::Transport(_) | DialError::WrongPeerId { .. }
+        ) || self.bootstrap_peers.contains(&peer)
+            || self.swarm.is_connected(&peer)
+        {
+            return;
+        }
+        if self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some() {
+            tracing::debug!(%peer, "unreachable peer taken out of the routing table");
+            self.routing_ranges.remove(&peer);
         }
     }
 
