@@ -610,20 +610,40 @@ mod tests {
     /// Runs sync between two rooms until neither has anything to say; returns the messages sent.
     fn sync_until_quiet(a: &mut Room, b: &mut Room, max_rounds: usize) -> usize {
         let (mut a_session, mut b_session) = (SyncSession::new(), SyncSession::new());
-        let mut sent = 0;
+        sync_sessions_until_quiet((a, &mut a_session), (b, &mut b_session), max_rounds).sent
+    }
+
+    /// What [`sync_sessions_until_quiet`] counted.
+    struct QuietSync {
+        sent: usize,
+        unseen_at_a: usize,
+        unseen_at_b: usize,
+    }
+
+    /// Runs sync over the given sessions until neither side has anything to say.
+    fn sync_sessions_until_quiet(
+        (a, a_session): (&mut Room, &mut SyncSession),
+        (b, b_session): (&mut Room, &mut SyncSession),
+        max_rounds: usize,
+    ) -> QuietSync {
+        let mut counted = QuietSync {
+            sent: 0,
+            unseen_at_a: 0,
+            unseen_at_b: 0,
+        };
         for _ in 0..max_rounds {
-            let to_b = a.generate_sync_message(&mut a_session).unwrap();
+            let to_b = a.generate_sync_message(a_session).unwrap();
             if let Some(m) = &to_b {
-                b.receive_sync_message(&mut b_session, m).unwrap();
-                sent += 1;
+                counted.unseen_at_b += b.receive_sync_message(b_session, m).unwrap().unseen_changes;
+                counted.sent += 1;
             }
-            let to_a = b.generate_sync_message(&mut b_session).unwrap();
+            let to_a = b.generate_sync_message(b_session).unwrap();
             if let Some(m) = &to_a {
-                a.receive_sync_message(&mut a_session, m).unwrap();
-                sent += 1;
+                counted.unseen_at_a += a.receive_sync_message(a_session, m).unwrap().unseen_changes;
+                counted.sent += 1;
             }
             if to_b.is_none() && to_a.is_none() {
-                return sent;
+                return counted;
             }
         }
         panic!("sync did not finish in {max_rounds} rounds");
@@ -702,27 +722,9 @@ mod tests {
         let mut b = Room::in_memory(lobby(), Identity::generate());
         a.post("first").unwrap();
         let (mut a_session, mut b_session) = (SyncSession::new(), SyncSession::new());
-        let (mut unseen_at_a, mut unseen_at_b) = (0, 0);
-        for _ in 0..8 {
-            let to_b = a.generate_sync_message(&mut a_session).unwrap();
-            if let Some(m) = &to_b {
-                unseen_at_b += b
-                    .receive_sync_message(&mut b_session, m)
-                    .unwrap()
-                    .unseen_changes;
-            }
-            let to_a = b.generate_sync_message(&mut b_session).unwrap();
-            if let Some(m) = &to_a {
-                unseen_at_a += a
-                    .receive_sync_message(&mut a_session, m)
-                    .unwrap()
-                    .unseen_changes;
-            }
-            if to_b.is_none() && to_a.is_none() {
-                break;
-            }
-        }
-        assert_eq!((unseen_at_a, unseen_at_b), (0, 1));
+        let counted =
+            sync_sessions_until_quiet((&mut a, &mut a_session), (&mut b, &mut b_session), 8);
+        assert_eq!((counted.unseen_at_a, counted.unseen_at_b), (0, 1));
 
         // A record that reaches `b` by gossip while the sync message carrying it is in flight:
         // the message brings nothing `b` lacked.
