@@ -79,6 +79,13 @@ struct NetState {
 }
 
 impl NetState {
+    /// A port nobody has used yet.
+    fn take_port(&mut self) -> u64 {
+        let port = self.next_port;
+        self.next_port += 1;
+        port
+    }
+
     /// The lowest port `peer` listens on, if it listens.
     fn listen_port_of(&self, peer: usize) -> Option<u64> {
         self.listeners
@@ -281,10 +288,7 @@ impl SimNetwork {
         // relay reservations. A peer that does not listen dials from a fresh port.
         let dial_port = match state.listen_port_of(from) {
             Some(port) => port,
-            None => {
-                state.next_port += 1;
-                state.next_port - 1
-            }
+            None => state.take_port(),
         };
         drop(state);
         let (a_to_b_in, a_to_b_out) = self.pipe(from, to);
@@ -485,9 +489,7 @@ impl Transport for SimTransport {
         };
         let mut state = self.network.state();
         let port = if requested == 0 {
-            let port = state.next_port;
-            state.next_port += 1;
-            port
+            state.take_port()
         } else if state.listeners.contains_key(&requested) {
             return Err(TransportError::Other(SimError::Unreachable));
         } else {

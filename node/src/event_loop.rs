@@ -237,7 +237,7 @@ pub(crate) struct EventLoop {
     /// have no range are not listed); entries leave with their peer.
     routing_ranges: HashMap<PeerId, Option<AddressRange>>,
     /// When the last Kademlia bootstrap reported its first step, and the bootstraps being cut
-    /// short (see `cut_redundant_bootstrap`).
+    /// short (see `cut_bootstrap_short`).
     last_bootstrap: Option<Instant>,
     bootstraps_cut: HashSet<kad::QueryId>,
     rooms: HashMap<RoomId, Joined>,

@@ -153,7 +153,7 @@ impl EventLoop {
                 result: QueryResult::Bootstrap(_),
                 step,
                 ..
-            } => self.cut_redundant_bootstrap(id, step),
+            } => self.cut_bootstrap_short(id, step),
             _ => {}
         }
     }
@@ -170,7 +170,7 @@ impl EventLoop {
     /// table of fewer than [`kad::K_VALUE`] peers and runs it once the one in flight ends, so
     /// every join ran two. Finishing each step at once makes Kademlia move through the remaining
     /// buckets without asking anyone.
-    fn cut_redundant_bootstrap(&mut self, id: kad::QueryId, step: kad::ProgressStep) {
+    fn cut_bootstrap_short(&mut self, id: kad::QueryId, step: kad::ProgressStep) {
         if step.last {
             self.bootstraps_cut.remove(&id);
             return;
