@@ -454,9 +454,9 @@ const GOSSIP_VALIDATION: gossipsub::ValidationMode = gossipsub::ValidationMode::
 /// Ping interval: libp2p's 15 s default, named here so it is visible beside the other protocols.
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 
-/// Kademlia's own refresh of the routing table: libp2p's 5-minute default. The routing table is
-/// bounded by k-buckets of 20; lookups only open short-lived connections that close when idle,
-/// and the connection limits bound the rest.
+/// Kademlia's own refresh of the routing table: libp2p's 5-minute default. The event loop cuts
+/// every bootstrap, this one too, to its lookup of the node's own id (see `cut_bootstrap_short`),
+/// so a refresh asks some forty peers rather than two hundred.
 pub(crate) const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// What one failed sync exchange costs a peer, as a gossipsub application score (weighted ×10 by

@@ -236,10 +236,6 @@ pub(crate) struct EventLoop {
     /// The address range each routing-table peer was admitted under (peers whose addresses
     /// have no range are not listed); entries leave with their peer.
     routing_ranges: HashMap<PeerId, Option<AddressRange>>,
-    /// When the last Kademlia bootstrap reported its first step, and the bootstraps being cut
-    /// short (see `cut_bootstrap_short`).
-    last_bootstrap: Option<Instant>,
-    bootstraps_cut: HashSet<kad::QueryId>,
     rooms: HashMap<RoomId, Joined>,
     topics: HashMap<gossipsub::TopicHash, RoomId>,
     /// Sync state per peer, room and role; dropped when the peer disconnects.
@@ -348,8 +344,6 @@ impl EventLoop {
             room_lookups: HashMap::new(),
             kad_range_quota: config.limits.kad_range_quota,
             routing_ranges: HashMap::new(),
-            last_bootstrap: None,
-            bootstraps_cut: HashSet::new(),
             rooms: HashMap::new(),
             topics: HashMap::new(),
             sessions: HashMap::new(),

@@ -19,9 +19,7 @@ use super::{
 };
 use crate::RoutingEntry;
 use crate::address_range::{AddressRange, first_ip};
-use crate::behaviour::{
-    KAD_BOOTSTRAP_INTERVAL, KAD_PROTOCOL, MESH_N, MESH_N_LOW, room_provider_key,
-};
+use crate::behaviour::{KAD_PROTOCOL, MESH_N, MESH_N_LOW, room_provider_key};
 use crate::error::NodeError;
 use crate::handle::Reply;
 
@@ -158,37 +156,27 @@ impl EventLoop {
         }
     }
 
-    /// Cuts a Kademlia bootstrap short after its first step, the lookup of this node's own id,
-    /// unless it is the periodic refresh (the previous bootstrap started at least half the
-    /// refresh interval ago): the walks towards a random id in every bucket are skipped.
+    /// Cuts every Kademlia bootstrap short after its first step, the lookup of this node's own
+    /// id: the walks towards a random id in every bucket are skipped.
     ///
     /// A whole bootstrap asked about 200 peers in a 100-peer netsim run (its own-id lookup about
-    /// 40); joining, most of them over new connections, which is what a node's CPU went on while
-    /// the room formed. The own-id lookup is what makes a newcomer known to the peers closest to
-    /// it and fills its routing table; lookups fill the far buckets as they go, and the periodic
-    /// refresh walks all of them. libp2p-kad also schedules a bootstrap whenever a peer enters a
-    /// table of fewer than [`kad::K_VALUE`] peers and runs it once the one in flight ends, so
-    /// every join ran two. Finishing each step at once makes Kademlia move through the remaining
-    /// buckets without asking anyone.
+    /// 40), most of them over new connections. Joining, that is what a node's CPU went on while
+    /// the room formed, and libp2p-kad also schedules a bootstrap whenever a peer enters a table
+    /// of fewer than [`kad::K_VALUE`] peers, so every join ran two. The periodic refresh cost as
+    /// much: five minutes after 100 peers joined, their refreshes opened 4,829 connections in
+    /// 30 s, nearly as many as the join wave (5,409), and 500 peers, started together, never
+    /// came out of theirs. The own-id lookup is what makes a node known to the peers closest to
+    /// it and keeps its nearest buckets filled; the far buckets fill with the peers that connect
+    /// to it and those its room lookups meet, and lose peers whose dials fail. Finishing each
+    /// step at once makes Kademlia move through the remaining buckets without asking anyone.
     fn cut_bootstrap_short(&mut self, id: kad::QueryId, step: kad::ProgressStep) {
         if step.last {
-            self.bootstraps_cut.remove(&id);
             return;
         }
         if step.count.get() == 1 {
-            let now = Instant::now();
-            let periodic = self
-                .last_bootstrap
-                .is_some_and(|at| now.duration_since(at) >= KAD_BOOTSTRAP_INTERVAL / 2);
-            self.last_bootstrap = Some(now);
-            if !periodic {
-                tracing::debug!(?id, "Kademlia bootstrap cut short after the own-id lookup");
-                self.bootstraps_cut.insert(id);
-            }
+            tracing::debug!(?id, "Kademlia bootstrap cut short after the own-id lookup");
         }
-        if self.bootstraps_cut.contains(&id)
-            && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
-        {
+        if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
             query.finish();
         }
     }
