@@ -167,18 +167,14 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
             if posted.elapsed() > PRELOAD_SPREAD {
                 return Err(SimError::NotConverged(PRELOAD_SPREAD));
             }
-            if mesh_formation.is_none() && mesh_formed(&sim, in_room) {
-                mesh_formation = Some(network_up.elapsed());
-            }
+            watch_mesh(&sim, in_room, network_up, &mut mesh_formation);
             tokio::time::sleep(CONVERGENCE_CHECK).await;
         }
         preload_spread_s = Some(posted.elapsed().as_secs_f64());
     }
     if !scenario.warmup.is_zero() || scenario.preload > 0 {
         while network_up.elapsed() < scenario.warmup {
-            if mesh_formation.is_none() && mesh_formed(&sim, in_room) {
-                mesh_formation = Some(network_up.elapsed());
-            }
+            watch_mesh(&sim, in_room, network_up, &mut mesh_formation);
             tokio::time::sleep(CONVERGENCE_CHECK).await;
         }
         cpu_from = Usage::now();
@@ -200,9 +196,7 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         let next_at = steps.peek().map_or(end, |(at, _)| start + *at);
         // Between steps: watch the mesh form and a pending convergence complete.
         while Instant::now() < next_at {
-            if mesh_formation.is_none() && mesh_formed(&sim, in_room) {
-                mesh_formation = Some(network_up.elapsed());
-            }
+            watch_mesh(&sim, in_room, network_up, &mut mesh_formation);
             if let Some((what, since)) = &waiting
                 && sim.converged().await?
             {
@@ -217,6 +211,8 @@ pub async fn run(scenario: &Scenario, progress: Progress<'_>) -> Result<RunRepor
         let Some((at, step)) = steps.next() else {
             break;
         };
+        // A run behind its schedule never waits between steps, so the mesh is watched here too.
+        watch_mesh(&sim, in_room, network_up, &mut mesh_formation);
         let delay = start.elapsed().saturating_sub(at);
         if delay > CONVERGENCE_CHECK {
             late_steps += 1;
@@ -359,6 +355,14 @@ fn isolated(sim: &Sim, in_room: usize) -> Vec<usize> {
 }
 
 /// Whether every running member sees enough room members for a gossipsub mesh.
+/// Sets `formation` to the time since `network_up` at the first check that finds the room's
+/// mesh formed.
+fn watch_mesh(sim: &Sim, in_room: usize, network_up: Instant, formation: &mut Option<Duration>) {
+    if formation.is_none() && mesh_formed(sim, in_room) {
+        *formation = Some(network_up.elapsed());
+    }
+}
+
 fn mesh_formed(sim: &Sim, in_room: usize) -> bool {
     let needed = MESH_MEMBERS.min(in_room.saturating_sub(1));
     let counts = sim.room_peer_counts();
