@@ -164,11 +164,12 @@ impl EventLoop {
     /// the room formed, and libp2p-kad also schedules a bootstrap whenever a peer enters a table
     /// of fewer than [`kad::K_VALUE`] peers, so every join ran two. The periodic refresh cost as
     /// much: five minutes after 100 peers joined, their refreshes opened 4,829 connections in
-    /// 30 s, nearly as many as the join wave (5,409), and 500 peers, started together, never
-    /// came out of theirs. The own-id lookup is what makes a node known to the peers closest to
-    /// it and keeps its nearest buckets filled; the far buckets fill with the peers that connect
-    /// to it and those its room lookups meet, and lose peers whose dials fail. Finishing each
-    /// step at once makes Kademlia move through the remaining buckets without asking anyone.
+    /// 30 s, nearly as many as the join wave (5,409), and 500 peers, started within about two
+    /// minutes of each other, never came out of theirs. The own-id lookup is what makes a node
+    /// known to the peers closest to it and keeps its nearest buckets filled; the far buckets
+    /// fill with the peers that connect to it and those its room lookups meet, and lose peers
+    /// whose dials fail. Finishing each step at once makes Kademlia move through the remaining
+    /// buckets without asking anyone.
     fn cut_bootstrap_short(&mut self, id: kad::QueryId, step: kad::ProgressStep) {
         if step.last {
             return;
