@@ -354,7 +354,6 @@ fn isolated(sim: &Sim, in_room: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Whether every running member sees enough room members for a gossipsub mesh.
 /// Sets `formation` to the time since `network_up` at the first check that finds the room's
 /// mesh formed.
 fn watch_mesh(sim: &Sim, in_room: usize, network_up: Instant, formation: &mut Option<Duration>) {
@@ -363,6 +362,7 @@ fn watch_mesh(sim: &Sim, in_room: usize, network_up: Instant, formation: &mut Op
     }
 }
 
+/// Whether every running member sees enough room members for a gossipsub mesh.
 fn mesh_formed(sim: &Sim, in_room: usize) -> bool {
     let needed = MESH_MEMBERS.min(in_room.saturating_sub(1));
     let counts = sim.room_peer_counts();
