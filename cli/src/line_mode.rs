@@ -2,12 +2,11 @@
 //! current room or a slash command; each output line is one JSON object ([`Output`]). Runs
 //! until stdin closes, `/quit`, Ctrl-C or SIGTERM, then stores everything and exits.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 
 use anyhow::{Context, Result};
 use grapevine_node::crdt::PublicKey;
 use grapevine_node::{NodeEvent, NodeHandle};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 use crate::input::{self, Input};
@@ -16,6 +15,8 @@ use crate::session::Session;
 
 /// Longest input line: far above the longest message (4 KiB), so only junk is refused.
 const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Input lines read ahead of the loop: a script that writes faster than the node answers waits.
+const INPUT_LINE_CAPACITY: usize = 16;
 
 /// Writes output lines to stdout, flushing each so a reader sees it at once.
 struct Printer {
@@ -46,25 +47,18 @@ pub(crate) async fn run(
     };
     let (mut session, outputs) = Session::start(node.clone(), me, rooms, nick).await?;
     printer.print(outputs)?;
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    let mut line = Vec::new();
     let mut stop = crate::signals::Stop::new()?;
+    let mut lines = spawn_stdin_reader();
     let result = loop {
         tokio::select! {
-            read = stdin.read_until(b'\n', &mut line) => {
-                match read {
-                    Ok(0) => break Ok(()),
-                    Ok(_) => {
-                        let outputs = handle_line(&mut session, &line).await;
-                        line.clear();
-                        match outputs {
-                            Some(outputs) => printer.print(outputs)?,
-                            None => break Ok(()),
-                        }
-                    }
-                    Err(e) => break Err(anyhow::Error::new(e).context("reading stdin")),
-                }
-            }
+            read = lines.recv() => match read {
+                Some(Ok(line)) => match handle_line(&mut session, &line).await {
+                    Some(outputs) => printer.print(outputs)?,
+                    None => break Ok(()),
+                },
+                Some(Err(e)) => break Err(anyhow::Error::new(e).context("reading stdin")),
+                None => break Ok(()),
+            },
             event = events.recv() => match event {
                 Some(event) => printer.print(session.on_event(&event))?,
                 None => break Ok(()),
@@ -74,6 +68,31 @@ pub(crate) async fn run(
     };
     node.shutdown().await.context("storing the rooms")?;
     result
+}
+
+/// Reads stdin on a thread of its own and forwards each line; the channel closes at the end of
+/// input, or after forwarding a read error. Not `tokio::io::stdin`: its read runs on the
+/// runtime's blocking pool, which the runtime waits for when it shuts down, so Ctrl-C or SIGTERM
+/// could not end the program until stdin closed. This thread is never joined: the process exits
+/// without waiting for it.
+fn spawn_stdin_reader() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel(INPUT_LINE_CAPACITY);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            let mut line = Vec::new();
+            let read = match stdin.read_until(b'\n', &mut line) {
+                Ok(0) => return,
+                Ok(_) => Ok(line),
+                Err(e) => Err(e),
+            };
+            let failed = read.is_err();
+            if tx.blocking_send(read).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// The outputs for one input line; `None` for `/quit`.

@@ -1,10 +1,12 @@
 //! `grapevine chat --plain` processes on loopback: they chat both ways (messages, an edit, a
 //! deletion, a reaction, a nickname), keep running through bad input, store what they saw for
-//! `history`, and take a message from `grapevine send`.
+//! `history`, and take a message from `grapevine send`; Ctrl-C and SIGTERM stop them promptly
+//! even while stdin stays open.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::{LOOPBACK, Sandbox};
 use serde_json::Value;
@@ -209,4 +211,37 @@ fn send_hands_one_message_to_a_running_peer_and_exits_0() {
     assert_eq!(ana.quit().code(), Some(0));
     let history = common::history_json(&sandbox, "sender", "news");
     assert!(history.iter().any(|v| v["id"] == printed["id"]));
+}
+
+/// How long a peer may take to store everything and exit once asked to stop by a signal: far
+/// above what it needs, far below [`common::WAIT`], so a peer that waits for its input to end
+/// fails the test.
+const SIGNAL_EXIT: Duration = Duration::from_secs(8);
+
+/// Posts a message, sends the signal `name` while stdin stays open, and checks that the peer
+/// exits 0 within [`SIGNAL_EXIT`] with the message stored.
+fn stops_on_signal_with_stdin_open(name: &str) {
+    let sandbox = Sandbox::new();
+    let mut ana = sandbox.chat("ana", &["--room", "lobby"]);
+    let body = format!("posted before SIG{name}");
+    ana.send(&body);
+    ana.wait_event("message", &[("body", &body)]);
+    common::signal(ana.pid(), name);
+    let status = ana.wait_exit_within(SIGNAL_EXIT);
+    assert_eq!(status.code(), Some(0), "SIG{name} is a clean stop");
+    let history = common::history_json(&sandbox, "ana", "lobby");
+    assert!(
+        history.iter().any(|v| v["body"] == body.as_str()),
+        "{body} missing from {history:?}"
+    );
+}
+
+#[test]
+fn sigterm_stops_line_mode_while_stdin_stays_open() {
+    stops_on_signal_with_stdin_open("TERM");
+}
+
+#[test]
+fn ctrl_c_stops_line_mode_while_stdin_stays_open() {
+    stops_on_signal_with_stdin_open("INT");
 }

@@ -274,11 +274,16 @@ impl Peer {
 
     /// Waits, bounded, for the process to exit.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        match wait_exit(&mut self.child, WAIT) {
+        self.wait_exit_within(WAIT)
+    }
+
+    /// Waits at most `timeout` for the process to exit; fails if it is still running then.
+    pub fn wait_exit_within(&mut self, timeout: Duration) -> ExitStatus {
+        match wait_exit(&mut self.child, timeout) {
             Some(status) => status,
             None => self.fail(&format!(
                 "still running {}s after being asked to stop",
-                WAIT.as_secs()
+                timeout.as_secs()
             )),
         }
     }
@@ -366,11 +371,16 @@ pub fn peer_id_of(addr: &str) -> String {
 
 /// Sends SIGTERM to a process.
 pub fn terminate(pid: u32) {
+    signal(pid, "TERM");
+}
+
+/// Sends the signal `name` (as `kill` spells it: `TERM`, `INT`) to a process.
+pub fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
         .status()
         .expect("running kill");
-    assert!(status.success(), "kill -TERM {pid} failed");
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// The JSON lines of `grapevine history ROOM --json` for the peer `name`.
