@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use grapevine_node::crdt::RoomView;
+use grapevine_node::crdt::{Hlc, RoomView};
 
 use crate::output::Output;
 use crate::sanitize::for_terminal;
@@ -12,6 +12,16 @@ use crate::sanitize::for_terminal;
 const INPUT_HISTORY: usize = 200;
 /// Notices (errors, command answers) kept per room.
 const NOTICES: usize = 50;
+
+/// A local notice (an answer to a command, an error), shown among a room's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Notice {
+    /// Its place among the messages, which are ordered by `sent_at`: when it was given, and
+    /// never before a message or notice already shown then, so it never hides newer lines.
+    pub(crate) at: Hlc,
+    /// The text, made safe for the terminal.
+    pub(crate) text: String,
+}
 
 /// How far a room's history has come.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -37,9 +47,11 @@ pub(crate) struct RoomPane {
     /// Where its history stands.
     pub(crate) sync: SyncState,
     /// Local notices (answers to commands, errors), oldest first.
-    pub(crate) notices: VecDeque<String>,
+    pub(crate) notices: VecDeque<Notice>,
     /// Lines scrolled up from the bottom.
     pub(crate) scroll: u16,
+    /// The most lines the pane can scroll up (its lines beyond one screen), as last drawn.
+    pub(crate) scroll_limit: u16,
     /// The view is older than what the node holds.
     pub(crate) stale: bool,
 }
@@ -96,10 +108,25 @@ impl App {
         self.show(&names[next].clone());
     }
 
-    /// A local notice in the current room (or nowhere, before any room is joined).
+    /// A local notice in the current room (or nowhere, before any room is joined), given now.
     pub(crate) fn notice(&mut self, text: &str) {
+        let millis = chrono::Utc::now().timestamp_millis();
+        self.notice_at(text, Hlc::new(u64::try_from(millis).unwrap_or(0), 0));
+    }
+
+    /// [`App::notice`] given at the time `now`: placed after every line shown already.
+    fn notice_at(&mut self, text: &str, now: Hlc) {
         if let Some(pane) = self.current_pane() {
-            pane.notices.push_back(for_terminal(text, false));
+            let shown = pane
+                .view
+                .messages
+                .last()
+                .map(|m| m.sent_at)
+                .max(pane.notices.back().map(|n| n.at));
+            pane.notices.push_back(Notice {
+                at: shown.map_or(now, |shown| shown.max(now)),
+                text: for_terminal(text, false),
+            });
             while pane.notices.len() > NOTICES {
                 pane.notices.pop_front();
             }
@@ -293,10 +320,14 @@ impl App {
         self.cursor_to(true);
     }
 
-    /// Scrolls the shown room by `lines` (positive: back in time).
-    pub(crate) fn scroll(&mut self, lines: i32) {
+    /// Scrolls the shown room by `lines` (positive: back in time), no further than its oldest
+    /// line at the top.
+    pub(crate) fn scroll(&mut self, lines: i16) {
         if let Some(pane) = self.current_pane() {
-            pane.scroll = pane.scroll.saturating_add_signed(lines as i16);
+            pane.scroll = pane
+                .scroll
+                .saturating_add_signed(lines)
+                .min(pane.scroll_limit);
         }
     }
 

@@ -23,7 +23,7 @@ const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 /// Terminal events waiting for the loop: typing is never that fast.
 const TERMINAL_EVENT_CAPACITY: usize = 256;
 /// Lines moved by PageUp/PageDown.
-const PAGE: i32 = 10;
+const PAGE: i16 = 10;
 
 /// Runs the client until `/quit`, Ctrl-C, or the terminal closes; restores the terminal and
 /// shuts the node down (storing everything) before returning.
@@ -121,7 +121,7 @@ async fn event_loop(
                 refresh_views(session, app).await;
                 let me = session.me();
                 terminal
-                    .draw(|frame| draw::draw(frame, app, &me))
+                    .draw(|frame| draw::draw(frame, &mut *app, &me))
                     .context("drawing the screen")?;
             }
             () = stop.wait() => return Ok(()),
