@@ -42,10 +42,15 @@ pub enum NodeError {
     Listen {
         /// The address that was refused.
         addr: libp2p::Multiaddr,
-        /// Why.
+        /// Why, with every cause libp2p gave.
         reason: String,
+        /// The operating system's kind of error, when it gave one, so a caller can say what to
+        /// do (another port when the address is in use, another address when it is not this
+        /// machine's).
+        kind: Option<std::io::ErrorKind>,
     },
-    /// A dial could not be started.
+    /// A dial could not be started, or one the caller waits for
+    /// ([`crate::NodeHandle::connect`]) failed: why.
     #[error("dial: {0}")]
     Dial(String),
     /// Too many DHT lookups asked for through the handle are still running; try again later.
@@ -54,4 +59,54 @@ pub enum NodeError {
     /// The event loop has ended (after shutdown, or the task failed).
     #[error("the node has stopped")]
     Stopped,
+}
+
+/// An error and its sources in one text, each non-empty text once: libp2p's transport errors
+/// show nothing of their own (`TransportError::Other` displays as an empty string) and keep the
+/// reason, such as "Address already in use", in their sources.
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = String::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// The kind of the innermost I/O error among an error and its sources: the operating system's
+/// (libp2p wraps it in I/O errors of kind `Other` on its way up).
+pub(crate) fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut kind = None;
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            kind = Some(io.kind());
+        }
+        next = cause.source();
+    }
+    kind
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::core::transport::TransportError;
+
+    #[test]
+    fn a_transport_error_names_its_cause() {
+        let in_use = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let expected = in_use.to_string();
+        // As the swarm's boxed transport reports it: the OS error inside an error of kind Other.
+        let error = TransportError::Other(std::io::Error::other(TransportError::Other(in_use)));
+        assert_eq!(error.to_string(), "", "libp2p shows nothing of its own");
+        assert_eq!(causes(&error), expected);
+        assert_eq!(io_kind(&error), Some(std::io::ErrorKind::AddrInUse));
+    }
 }

@@ -211,7 +211,8 @@ impl Node {
                 .listen_on(addr.clone())
                 .map_err(|e| NodeError::Listen {
                     addr: addr.clone(),
-                    reason: e.to_string(),
+                    reason: error::causes(&e),
+                    kind: error::io_kind(&e),
                 })?;
         }
         wait_for_listeners(&mut swarm, config.listen_addrs.len()).await?;
@@ -339,7 +340,7 @@ async fn wait_for_listeners(
         match event {
             SwarmEvent::NewListenAddr { .. } => ready += 1,
             SwarmEvent::ListenerError { error, .. } => {
-                return Err(NodeError::Setup(error.to_string()));
+                return Err(NodeError::Setup(error::causes(&error)));
             }
             SwarmEvent::ListenerClosed {
                 addresses, reason, ..
