@@ -1,5 +1,5 @@
 //! `grapevine bootstrap` as the only contact of three line-mode peers, which find each other
-//! through it and chat; SIGTERM stops it cleanly.
+//! through it and chat; SIGTERM stops it cleanly; its log on a pipe is plain text.
 
 mod common;
 
@@ -15,6 +15,45 @@ struct Bootstrap {
     addrs: mpsc::Receiver<String>,
 }
 
+impl Bootstrap {
+    /// Starts `grapevine bootstrap` on loopback in `sandbox`, its stderr to `stderr`.
+    fn start(sandbox: &Sandbox, stderr: Stdio) -> Self {
+        let mut command = sandbox.command();
+        command
+            .arg("--data-dir")
+            .arg(sandbox.data_dir("bootstrap"))
+            .args(["--no-mdns", "--listen", LOOPBACK, "bootstrap"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = command.spawn().expect("starting grapevine bootstrap");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, addrs: rx }
+    }
+
+    /// The first address it prints.
+    fn addr(&self) -> String {
+        self.addrs
+            .recv_timeout(WAIT)
+            .expect("the bootstrap node prints its address")
+    }
+
+    /// Sends SIGTERM and waits for a clean stop.
+    fn terminate(&mut self) {
+        common::terminate(self.child.id());
+        let status = common::wait_exit(&mut self.child, WAIT).expect("bootstrap stops on SIGTERM");
+        assert_eq!(status.code(), Some(0), "a clean stop on SIGTERM");
+    }
+}
+
 impl Drop for Bootstrap {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -25,29 +64,8 @@ impl Drop for Bootstrap {
 #[test]
 fn a_bootstrap_node_is_the_only_contact_three_peers_need_to_chat() {
     let sandbox = Sandbox::new();
-    let mut command = sandbox.command();
-    command
-        .arg("--data-dir")
-        .arg(sandbox.data_dir("bootstrap"))
-        .args(["--no-mdns", "--listen", LOOPBACK, "bootstrap"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = command.spawn().expect("starting grapevine bootstrap");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut bootstrap = Bootstrap { child, addrs: rx };
-    let addr = bootstrap
-        .addrs
-        .recv_timeout(WAIT)
-        .expect("the bootstrap node prints its address");
+    let mut bootstrap = Bootstrap::start(&sandbox, Stdio::null());
+    let addr = bootstrap.addr();
     assert!(addr.starts_with("/ip4/127.0.0.1/tcp/"), "{addr}");
     let output = sandbox
         .run()
@@ -106,7 +124,25 @@ fn a_bootstrap_node_is_the_only_contact_three_peers_need_to_chat() {
         assert_eq!(peer.quit().code(), Some(0));
     }
 
-    common::terminate(bootstrap.child.id());
-    let status = common::wait_exit(&mut bootstrap.child, WAIT).expect("bootstrap stops on SIGTERM");
-    assert_eq!(status.code(), Some(0), "a clean stop on SIGTERM");
+    bootstrap.terminate();
+}
+
+#[test]
+fn logs_written_to_a_pipe_are_plain_text_without_library_noise() {
+    let sandbox = Sandbox::new();
+    let stderr = sandbox.path().join("bootstrap.stderr");
+    let file = std::fs::File::create(&stderr).expect("creating a stderr file");
+    let mut bootstrap = Bootstrap::start(&sandbox, file.into());
+    bootstrap.addr();
+    // Kademlia's complaint about knowing no peers came half a second after the start.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    bootstrap.terminate();
+    let log = std::fs::read_to_string(&stderr).expect("reading stderr");
+    assert!(log.contains("bootstrap node running"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes in a pipe: {log:?}"
+    );
+    assert!(!log.contains("local_peer_id"), "{log}");
+    assert!(!log.contains("Failed to trigger bootstrap"), "{log}");
 }
