@@ -6,8 +6,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Local};
-use grapevine_node::crdt::store::StoreError;
-use grapevine_node::crdt::{Hlc, Identity, MessageView, PublicKey, Room, RoomError, RoomId, Store};
+use grapevine_node::crdt::{Hlc, Identity, MessageView, PublicKey, Room, RoomId, Store};
 use grapevine_node::{IDENTITY_FILE, ROOM_LIST_FILE};
 
 use crate::UsageError;
@@ -29,15 +28,9 @@ pub(crate) fn run(settings: &Settings, name: &str, json: bool) -> Result<()> {
         Ok(identity) => identity,
         Err(_) => Identity::generate(),
     };
-    let (room, problems) = Room::open(&store, room_id, identity).map_err(|e| {
-        let busy = matches!(&e, RoomError::Store(StoreError::RoomBusy { .. }));
-        let hint = if busy {
-            " (is `grapevine chat` running on this data directory?)"
-        } else {
-            ""
-        };
-        anyhow::Error::new(e).context(format!("opening room {name}{hint}"))
-    })?;
+    // A room another process holds open is explained where the error is reported.
+    let (room, problems) =
+        Room::open(&store, room_id, identity).with_context(|| format!("opening room {name}"))?;
     for problem in problems {
         tracing::warn!(?problem, "damaged bytes set aside");
         eprintln!(

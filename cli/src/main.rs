@@ -10,6 +10,7 @@ mod input;
 mod line_mode;
 mod logging;
 mod output;
+mod reference;
 mod send;
 mod session;
 mod settings;
@@ -20,7 +21,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use grapevine_cli::sanitize;
 use grapevine_node::crdt::Identity;
 use grapevine_node::{IDENTITY_FILE, Node};
@@ -110,28 +111,52 @@ fn one_line(text: &str) -> String {
 
 /// Node errors caused by what the user typed rather than by the machine or the network.
 fn is_usage_error(error: &grapevine_node::NodeError) -> bool {
+    matches!(error, grapevine_node::NodeError::RoomName(_))
+}
+
+/// Turns the errors a user can fix into a [`UsageError`] that says what to do: an address that
+/// cannot be listened on, and a data directory another grapevine process holds (its rooms are
+/// locked while open, as two writers would corrupt them). Others pass unchanged.
+fn explain(error: anyhow::Error, settings: &Settings) -> anyhow::Error {
     use grapevine_node::NodeError;
-    matches!(error, NodeError::Listen { .. } | NodeError::RoomName(_))
+    use grapevine_node::crdt::RoomError;
+    use grapevine_node::crdt::store::StoreError;
+    for cause in error.chain() {
+        if let Some(NodeError::Listen { addr, reason, kind }) = cause.downcast_ref::<NodeError>() {
+            let advice = match kind {
+                Some(std::io::ErrorKind::AddrInUse) => {
+                    "another program holds that port: stop it, or pick another port with --listen"
+                }
+                Some(std::io::ErrorKind::AddrNotAvailable) => {
+                    "this machine has no such address: pick one of its own with --listen"
+                }
+                _ => "pick another address with --listen",
+            };
+            return UsageError(format!("cannot listen on {addr}: {reason} ({advice})")).into();
+        }
+        let busy = matches!(
+            cause.downcast_ref::<RoomError>(),
+            Some(RoomError::Store(StoreError::RoomBusy { .. }))
+        ) || matches!(
+            cause.downcast_ref::<StoreError>(),
+            Some(StoreError::RoomBusy { .. })
+        );
+        if busy {
+            return UsageError(format!(
+                "data directory {} is in use by another grapevine process: stop that process, \
+                 or pass another --data-dir",
+                settings.data_dir.display()
+            ))
+            .into();
+        }
+    }
+    error
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Completions(args) => {
-            let mut command = Cli::command();
-            clap_complete::generate(
-                args.shell,
-                &mut command,
-                "grapevine",
-                &mut std::io::stdout(),
-            );
-            return Ok(());
-        }
-        Command::Man => {
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .context("writing the manual page")?;
-            return Ok(());
-        }
+        Command::Completions(args) => return reference::completions(args.shell),
+        Command::Man => return reference::manual_page(),
         _ => {}
     }
     let settings = Settings::resolve(&cli.common)?;
@@ -140,23 +165,32 @@ fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match cli.command {
-        Command::Id => print_id(&settings),
+    run_command(cli.command, &settings, &runtime).map_err(|error| explain(error, &settings))
+}
+
+/// Runs a command that works on the data directory.
+fn run_command(
+    command: Command,
+    settings: &Settings,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<()> {
+    match command {
+        Command::Id => print_id(settings),
         Command::History(args) => {
             logging::to_stderr();
-            history::run(&settings, &args.room, args.json)
+            history::run(settings, &args.room, args.json)
         }
         Command::Send(args) => {
             logging::to_stderr();
-            runtime.block_on(send::run(&settings, &args.room, &args.text, args.timeout))
+            runtime.block_on(send::run(settings, &args.room, &args.text, args.timeout))
         }
         Command::Chat(args) => {
             logging::to_file(&settings.log_dir)?;
-            runtime.block_on(chat(&settings, args))
+            runtime.block_on(chat(settings, args))
         }
         Command::Bootstrap => {
             logging::to_stderr();
-            runtime.block_on(bootstrap::run(&settings))
+            runtime.block_on(bootstrap::run(settings))
         }
         Command::Demo => {
             logging::to_file(&settings.log_dir)?;
@@ -192,7 +226,8 @@ async fn chat(settings: &Settings, args: ChatArgs) -> Result<()> {
             .filter(|r| !args.rooms.contains(r))
             .cloned(),
     );
-    let nick = args.nick.as_deref().or(settings.nick.as_deref());
+    let nick = settings.chat_nick(args.nick.as_deref())?;
+    let nick = nick.as_deref();
     let (node, events) = Node::spawn(settings.node_config()).await?;
     if args.plain || !std::io::stdin().is_terminal() {
         line_mode::run(node, events, me, &rooms, nick).await

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use directories::ProjectDirs;
 use grapevine_cli::config_file::{ConfigError, ConfigFile};
+use grapevine_node::crdt::record::MAX_NICKNAME_BYTES;
 use grapevine_node::{Config, Transport};
 use libp2p::Multiaddr;
 
@@ -44,6 +45,17 @@ pub(crate) enum SettingsError {
         path: PathBuf,
         /// The address as written.
         addr: String,
+    },
+    /// The nickname is empty or longer than records allow.
+    #[error(
+        "nickname {nick:?} is {problem}: give --nick (or `nick` in the config file) a name of 1 \
+         to {MAX_NICKNAME_BYTES} bytes"
+    )]
+    BadNick {
+        /// The nickname as given.
+        nick: String,
+        /// What is wrong with it.
+        problem: &'static str,
     },
     /// No data directory was given and the platform has no home directory to put one in.
     #[error("no home directory to keep data in: pass --data-dir DIR")]
@@ -138,6 +150,25 @@ impl Settings {
         })
     }
 
+    /// The nickname `chat` sets: `--nick` (or `GRAPEVINE_NICK`) if given, else the config
+    /// file's, checked before the node starts so a bad one is refused as bad input.
+    pub(crate) fn chat_nick(&self, flag: Option<&str>) -> Result<Option<String>, SettingsError> {
+        let Some(nick) = flag.or(self.nick.as_deref()) else {
+            return Ok(None);
+        };
+        let problem = if nick.is_empty() {
+            "empty"
+        } else if nick.len() > MAX_NICKNAME_BYTES {
+            "too long"
+        } else {
+            return Ok(Some(nick.to_string()));
+        };
+        Err(SettingsError::BadNick {
+            nick: nick.to_string(),
+            problem,
+        })
+    }
+
     /// Creates the data directory (and checks it can be written) before anything is opened in it.
     pub(crate) fn prepare_data_dir(&self) -> Result<(), SettingsError> {
         let fail = |cause| SettingsError::DataDir {
@@ -225,6 +256,33 @@ mod tests {
         let settings = Settings::resolve(&flags).unwrap();
         assert_eq!(settings.data_dir, PathBuf::from("/tmp/other"));
         assert_eq!(settings.bootstrap, flags.bootstrap);
+    }
+
+    #[test]
+    fn a_nickname_flag_wins_over_the_config_file_and_must_fit_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "nick = \"ana\"\n").unwrap();
+        let settings = Settings::resolve(&args(&path)).unwrap();
+        assert_eq!(settings.chat_nick(None).unwrap().as_deref(), Some("ana"));
+        assert_eq!(
+            settings.chat_nick(Some("bo")).unwrap().as_deref(),
+            Some("bo")
+        );
+        let error = settings.chat_nick(Some("")).unwrap_err().to_string();
+        assert!(
+            error.contains("is empty") && error.contains("--nick"),
+            "{error}"
+        );
+        let long = "n".repeat(MAX_NICKNAME_BYTES + 1);
+        let error = settings.chat_nick(Some(&long)).unwrap_err().to_string();
+        assert!(error.contains("too long"), "{error}");
+        std::fs::write(&path, "nick = \"\"\n").unwrap();
+        let settings = Settings::resolve(&args(&path)).unwrap();
+        assert!(
+            settings.chat_nick(None).is_err(),
+            "the config file's is checked too"
+        );
     }
 
     #[test]

@@ -133,14 +133,54 @@ fn completions_and_the_man_page_come_from_the_command_line_definition() {
         .assert()
         .success()
         .stdout(predicate::str::contains("#compdef grapevine"));
-    sandbox
-        .run()
-        .arg("man")
-        .assert()
-        .success()
-        .stdout(predicate::str::starts_with(".ie").or(predicate::str::contains(".TH grapevine")))
-        .stdout(predicate::str::contains("bootstrap"));
+    let mut man = sandbox.run().arg("man").assert().success();
+    // One page for everything: every command with its own arguments and flags, and no
+    // reference to a page per command that nothing installs.
+    for text in [
+        ".TH grapevine",
+        "grapevine bootstrap",
+        "grapevine send",
+        "\\-\\-room",
+        "\\-\\-nick",
+        "\\-\\-plain",
+        "\\-\\-json",
+        "\\-\\-timeout",
+        "<\\fITEXT\\fR>",
+    ] {
+        man = man.stdout(predicate::str::contains(text));
+    }
+    man.stdout(predicate::str::contains("grapevine-chat(1)").not());
     bad_input(&sandbox, &["completions", "tcsh"]);
+}
+
+#[test]
+fn completions_and_the_man_page_end_quietly_when_the_reader_stops_early() {
+    let sandbox = Sandbox::new();
+    for command in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"],
+        &["man"],
+    ] {
+        // The reading end is closed before the program writes anything, as when `head` has
+        // read its lines and gone.
+        let (reader, writer) = std::io::pipe().expect("making a pipe");
+        drop(reader);
+        let stderr_file = sandbox.path().join("stderr");
+        let mut child = sandbox
+            .command()
+            .args(command)
+            .stdout(writer)
+            .stderr(std::fs::File::create(&stderr_file).expect("creating a stderr file"))
+            .spawn()
+            .expect("running grapevine");
+        let status = common::wait_exit(&mut child, common::WAIT);
+        let stderr = std::fs::read_to_string(&stderr_file).expect("reading stderr");
+        assert!(!stderr.contains("panicked"), "{command:?}: {stderr}");
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{command:?}: {status:?} {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -194,6 +234,80 @@ fn bad_multiaddrs_exit_2() {
         .expect("running chat");
     let message = one_line_error(&output);
     assert!(message.contains("192.0.2.1"), "{message}");
+}
+
+#[test]
+fn a_port_another_program_holds_exits_2_saying_it_is_in_use() {
+    let sandbox = Sandbox::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("taking a port");
+    let port = taken.local_addr().expect("the port taken").port();
+    let addr = format!("/ip4/127.0.0.1/tcp/{port}");
+    let dir = sandbox.data_dir("boot");
+    let output = sandbox
+        .run()
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--no-mdns", "--listen", &addr, "bootstrap"])
+        .output()
+        .expect("running bootstrap");
+    let message = one_line_error(&output);
+    assert!(message.contains(&addr), "{message}");
+    assert!(
+        message.to_lowercase().contains("in use"),
+        "says why: {message}"
+    );
+    assert!(message.contains("--listen"), "says what to do: {message}");
+}
+
+#[test]
+fn an_empty_nickname_exits_2_saying_what_a_nickname_must_be() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.data_dir("ana");
+    let output = sandbox
+        .run()
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "--no-mdns",
+            "--listen",
+            LOOPBACK,
+            "chat",
+            "--plain",
+            "--nick",
+            "",
+        ])
+        .write_stdin("")
+        .output()
+        .expect("running chat");
+    let message = one_line_error(&output);
+    assert!(message.contains("nickname"), "{message}");
+    assert!(message.contains("--nick"), "says what to do: {message}");
+}
+
+#[test]
+fn a_data_directory_in_use_by_another_process_exits_2_saying_so() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.data_dir("ana");
+    let mut first = sandbox.chat("ana", &[]);
+    first.wait_event("joined", &[("room", "lobby")]);
+    for command in [&["chat", "--plain"][..], &["history", "lobby"]] {
+        let output = sandbox
+            .run()
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--no-mdns", "--listen", LOOPBACK])
+            .args(command)
+            .write_stdin("")
+            .output()
+            .expect("running a second grapevine");
+        let message = one_line_error(&output);
+        assert!(
+            message.contains("another grapevine process"),
+            "{command:?}: {message}"
+        );
+        assert!(message.contains("--data-dir"), "says what to do: {message}");
+    }
+    assert!(first.quit().success());
 }
 
 #[test]
