@@ -63,6 +63,12 @@ pub(crate) async fn run(
                 Some(event) => printer.print(session.on_event(&event))?,
                 None => break Ok(()),
             },
+            // A peer reached is reported by its `peer_connected` line already.
+            connected = session.connect_finished() => {
+                if let Err(error) = connected {
+                    printer.print([error])?;
+                }
+            }
             () = stop.wait() => break Ok(()),
         }
     };

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use grapevine_node::crdt::{Body, IndexedRecord, PublicKey, RecordId, RoomId, RoomView};
-use grapevine_node::{NodeEvent, NodeHandle};
+use grapevine_node::{NodeError, NodeEvent, NodeHandle};
+use libp2p::{Multiaddr, PeerId};
+use tokio::task::JoinSet;
 
 use crate::input::{HELP, Input};
 use crate::output::Output;
@@ -26,6 +28,8 @@ pub(crate) struct Session {
     names: HashMap<RoomId, String>,
     current: Option<String>,
     nicks: HashMap<RoomId, HashMap<PublicKey, String>>,
+    /// `/connect` dials waiting for their outcome, each with the address asked for.
+    connects: JoinSet<(Multiaddr, Result<PeerId, NodeError>)>,
 }
 
 impl Session {
@@ -43,6 +47,7 @@ impl Session {
             names: HashMap::new(),
             current: None,
             nicks: HashMap::new(),
+            connects: JoinSet::new(),
         };
         let mut outputs = Vec::new();
         for addr in session.node.shareable_addrs().await? {
@@ -269,7 +274,11 @@ impl Session {
                 Ok(Vec::new())
             }
             Input::Connect(addr) => {
-                self.node.dial(addr).await.map_err(|e| e.to_string())?;
+                let node = self.node.clone();
+                self.connects.spawn(async move {
+                    let outcome = node.connect(addr.clone()).await;
+                    (addr, outcome)
+                });
                 Ok(Vec::new())
             }
             Input::Help => Ok(vec![Output::Help {
@@ -277,6 +286,24 @@ impl Session {
             }]),
             Input::Quit => Ok(Vec::new()),
         }
+    }
+
+    /// Waits for the next `/connect` to end: `Ok` with a line saying whom it reached, or the
+    /// `error` output naming the address and why no connection opened. While no `/connect`
+    /// runs it never returns, so it can be one arm of a `select!` (it is cancel-safe).
+    pub(crate) async fn connect_finished(&mut self) -> Result<String, Output> {
+        let Some(finished) = self.connects.join_next().await else {
+            return std::future::pending().await;
+        };
+        let message = match finished {
+            Ok((addr, Ok(peer))) => return Ok(format!("connected to {peer} at {addr}")),
+            Ok((addr, Err(NodeError::Dial(reason)))) => {
+                format!("could not connect to {addr}: {reason}")
+            }
+            Ok((addr, Err(e))) => format!("could not connect to {addr}: {e}"),
+            Err(e) => format!("/connect stopped: {e}"),
+        };
+        Err(Output::Error { message })
     }
 
     fn current_room(&self) -> Result<String, String> {

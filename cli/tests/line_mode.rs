@@ -245,3 +245,35 @@ fn sigterm_stops_line_mode_while_stdin_stays_open() {
 fn ctrl_c_stops_line_mode_while_stdin_stays_open() {
     stops_on_signal_with_stdin_open("INT");
 }
+
+#[test]
+fn a_failed_connect_names_the_address_and_the_reason() {
+    let sandbox = Sandbox::new();
+    let mut ana = sandbox.chat("ana", &["--room", "lobby"]);
+    ana.wait_event("joined", &[("room", "lobby")]);
+    // A loopback port nobody listens on: one just given back by the kernel.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let closed = format!("/ip4/127.0.0.1/tcp/{port}");
+    ana.send(&format!("/connect {closed}"));
+    let error = ana.wait_for("error about the failed /connect", |v| {
+        v["event"] == "error" && v["message"].as_str().is_some_and(|m| m.contains(&closed))
+    });
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.to_lowercase().contains("refused"),
+        "the reason is given: {message}"
+    );
+
+    // A dial that succeeds adds nothing to the `peer_connected` line.
+    let mut bo = sandbox.chat("bo", &["--room", "lobby"]);
+    let bo_addr = bo.addr();
+    ana.send(&format!("/connect {bo_addr}"));
+    ana.wait_event("peer_connected", &[("peer", &common::peer_id_of(&bo_addr))]);
+    let (status, lines) = ana.finish();
+    assert_eq!(status.code(), Some(0));
+    let errors: Vec<&Value> = lines.iter().filter(|v| v["event"] == "error").collect();
+    assert_eq!(errors, [&error], "one error, for the failed dial");
+}

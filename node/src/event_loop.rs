@@ -15,7 +15,8 @@ use libp2p::kad;
 use libp2p::metrics::Registry;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use rand::seq::IndexedRandom;
 use tokio::sync::mpsc;
@@ -24,7 +25,7 @@ use tokio::time::Interval;
 use crate::address_range::AddressRange;
 use crate::behaviour::{Behaviour, BehaviourEvent, Envelope, room_topic, room_topic_score};
 use crate::config::{Config, RangeQuota};
-use crate::error::NodeError;
+use crate::error::{NodeError, causes};
 use crate::handle::{Command, Reply};
 use crate::rate_limit::{Rate, TokenBucket};
 use crate::{ConnectionCounts, GossipCounts, GossipSource, NodeEvent, PeerConnection};
@@ -113,6 +114,32 @@ const MAX_WAITING_ON_CATCH_UP: usize = 64;
 /// DHT lookups asked for through the handle that may run at once: each walks the DHT, so a
 /// caller looping on them cannot make the node walk without bound.
 const MAX_ROOM_LOOKUPS: usize = 16;
+/// Dials asked for through [`crate::NodeHandle::connect`] that may wait for their outcome at
+/// once: far more than a person types, and a caller looping on them cannot grow the map without
+/// bound.
+const MAX_CONNECTS: usize = 64;
+
+/// Why a dial failed, for a person: for a transport failure, the causes libp2p keeps in each
+/// error's sources (its own text is empty or a generic "Failed to negotiate transport
+/// protocol(s)"), e.g. "Connection refused (os error 111)", prefixed by the address when
+/// several were tried.
+fn dial_failure(error: &DialError) -> String {
+    let DialError::Transport(failures) = error else {
+        return causes(error);
+    };
+    let several = failures.len() > 1;
+    let reasons: Vec<String> = failures
+        .iter()
+        .map(|(addr, failure)| {
+            if several {
+                format!("{addr}: {}", causes(failure))
+            } else {
+                causes(failure)
+            }
+        })
+        .collect();
+    reasons.join("; ")
+}
 
 /// A provider lookup asked for through the handle: the providers found so far, and who waits
 /// for them.
@@ -231,6 +258,9 @@ pub(crate) struct EventLoop {
     provider_dials: HashMap<kad::QueryId, usize>,
     /// Provider lookups asked for through the handle, by query.
     room_lookups: HashMap<kad::QueryId, RoomLookup>,
+    /// Dials asked for through [`crate::NodeHandle::connect`], by the connection they open,
+    /// answered when it is established or fails.
+    connects: HashMap<ConnectionId, Reply<PeerId>>,
     /// Kademlia routing-table peers kept per address range.
     kad_range_quota: RangeQuota,
     /// The address range each routing-table peer was admitted under (peers whose addresses
@@ -342,6 +372,7 @@ impl EventLoop {
             next_bootstrap_dial: Instant::now() + FIRST_LOOKUP_BACKOFF,
             provider_dials: HashMap::new(),
             room_lookups: HashMap::new(),
+            connects: HashMap::new(),
             kad_range_quota: config.limits.kad_range_quota,
             routing_ranges: HashMap::new(),
             rooms: HashMap::new(),
@@ -537,6 +568,7 @@ impl EventLoop {
                     .map_err(|e| NodeError::Dial(e.to_string()));
                 let _ = reply.send(result);
             }
+            Command::Connect(addr, reply) => self.handle_connect(addr, reply),
             Command::Block(peer, reply) => {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
                 let _ = reply.send(Ok(()));
@@ -782,13 +814,49 @@ impl EventLoop {
                     self.swarm.add_external_address(address);
                 }
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                tracing::debug!(?peer_id, %error, "dial failed");
-                if let Some(peer) = peer_id {
-                    self.forget_unreachable_routing_peer(peer, &error);
-                }
-            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => self.handle_dial_failed(connection_id, peer_id, &error),
             _ => {}
+        }
+    }
+
+    /// Starts a dial whose outcome the caller waits for (see [`MAX_CONNECTS`]).
+    fn handle_connect(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
+        if self.connects.len() >= MAX_CONNECTS {
+            let _ = reply.send(Err(NodeError::Dial(format!(
+                "{MAX_CONNECTS} dials are still waiting for an answer"
+            ))));
+            return;
+        }
+        let opts = DialOpts::from(addr);
+        let connection = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.connects.insert(connection, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Dial(dial_failure(&e))));
+            }
+        }
+    }
+
+    /// A dial failed: answers the caller who waits for it, and forgets a routing-table peer that
+    /// cannot be reached.
+    fn handle_dial_failed(
+        &mut self,
+        connection: ConnectionId,
+        peer: Option<PeerId>,
+        error: &DialError,
+    ) {
+        tracing::debug!(?peer, %error, "dial failed");
+        if let Some(reply) = self.connects.remove(&connection) {
+            let _ = reply.send(Err(NodeError::Dial(dial_failure(error))));
+        }
+        if let Some(peer) = peer {
+            self.forget_unreachable_routing_peer(peer, error);
         }
     }
 
@@ -799,6 +867,9 @@ impl EventLoop {
         endpoint: &ConnectedPoint,
         established: u32,
     ) {
+        if let Some(reply) = self.connects.remove(&connection) {
+            let _ = reply.send(Ok(peer));
+        }
         let info = PeerConnection {
             remote_addr: endpoint.get_remote_address().clone(),
             relayed: endpoint.is_relayed(),

@@ -38,6 +38,7 @@ pub(crate) enum Command {
     PeerConnections(PeerId, Reply<Vec<PeerConnection>>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Dial(Multiaddr, Reply<()>),
+    Connect(Multiaddr, Reply<PeerId>),
     Block(PeerId, Reply<()>),
     Unblock(PeerId, Reply<()>),
     Shutdown(Reply<()>),
@@ -229,6 +230,14 @@ impl NodeHandle {
     /// Starts dialling an address; a [`crate::NodeEvent::PeerConnected`] follows on success.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
         self.ask(|r| Command::Dial(addr, r)).await
+    }
+
+    /// Dials an address and waits for the outcome: the peer reached, or [`NodeError::Dial`]
+    /// saying why no connection opened (refused, unreachable, another peer than the address
+    /// names). For a person who asked to connect and must hear when it failed, which
+    /// [`NodeHandle::dial`] does not tell.
+    pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
+        self.ask(|r| Command::Connect(addr, r)).await
     }
 
     /// Closes every connection to `peer` and refuses new ones either way until

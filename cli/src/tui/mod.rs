@@ -117,6 +117,10 @@ async fn event_loop(
                 }
                 None => return Ok(()),
             },
+            connected = session.connect_finished() => match connected {
+                Ok(reached) => app.notice(&reached),
+                Err(error) => app.apply(error),
+            },
             _ = refresh.tick() => {
                 refresh_views(session, app).await;
                 let me = session.me();
