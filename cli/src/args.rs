@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use grapevine_node::crdt::record::MAX_TEXT_BYTES;
 use libp2p::Multiaddr;
 
 /// Peer-to-peer chat with no server: rooms are kept by their members and travel by gossip.
@@ -109,6 +110,7 @@ pub(crate) struct SendArgs {
     /// The room's name
     pub(crate) room: String,
     /// The message
+    #[arg(value_parser = parse_message)]
     pub(crate) text: String,
     /// Give up after this long without a peer holding the message, e.g. 30s or 2m
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
@@ -120,6 +122,20 @@ pub(crate) struct SendArgs {
 pub(crate) struct CompletionsArgs {
     /// The shell to complete for
     pub(crate) shell: clap_complete::Shell,
+}
+
+/// A message text a record can carry: not empty, at most [`MAX_TEXT_BYTES`] bytes.
+fn parse_message(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("the message is empty: give the text to send".to_string());
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(format!(
+            "the message is {} bytes long; at most {MAX_TEXT_BYTES} fit in one",
+            text.len()
+        ));
+    }
+    Ok(text.to_string())
 }
 
 /// Reads `90`, `90s`, `1500ms`, `2m` or `1h`.
@@ -150,6 +166,14 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_message_must_fit_a_record() {
+        assert_eq!(parse_message("hi"), Ok("hi".to_string()));
+        assert!(parse_message("").is_err());
+        assert!(parse_message(&"x".repeat(MAX_TEXT_BYTES)).is_ok());
+        assert!(parse_message(&"x".repeat(MAX_TEXT_BYTES + 1)).is_err());
     }
 
     #[test]

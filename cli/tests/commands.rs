@@ -401,8 +401,52 @@ fn send_with_no_peer_reachable_gives_up_after_its_timeout() {
         stderr.contains("grapevine: no peer joined the room within 2s"),
         "{stderr}"
     );
+    assert!(stderr.contains("nobody to ask"), "says why: {stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(output.stdout.is_empty(), "nothing printed as sent");
+}
+
+#[test]
+fn send_names_the_contact_it_could_not_reach_and_why() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.data_dir("ana");
+    // A port just given back by the system: nothing listens there, so a dial is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("finding a free port")
+        .port();
+    let contact = format!("/ip4/127.0.0.1/tcp/{port}");
+    let output = sandbox
+        .run()
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--no-mdns", "--listen", LOOPBACK, "--bootstrap", &contact])
+        .args(["send", "lobby", "anyone?", "--timeout", "500ms"])
+        .output()
+        .expect("running send");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("within 500ms"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("could not reach {contact}: ")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains("refused"),
+        "says why: {stderr}"
+    );
+    assert!(stderr.contains("--bootstrap"), "says what to do: {stderr}");
+    assert!(output.stdout.is_empty(), "nothing printed as sent");
+}
+
+#[test]
+fn send_refuses_an_empty_message_as_bad_input() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.data_dir("ana");
+    let dir = dir.to_str().expect("UTF-8 path");
+    let message = bad_input(&sandbox, &["--data-dir", dir, "send", "lobby", ""]);
+    assert!(message.contains("empty"), "{message}");
 }
 
 #[test]
