@@ -2,6 +2,7 @@
 //! peers behind NAT within the limits of a small VPS, prints the addresses others should pass to
 //! `--bootstrap`, logs to stderr, and stops cleanly on SIGINT or SIGTERM.
 
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -30,8 +31,9 @@ pub(crate) async fn run(settings: &Settings) -> Result<()> {
     };
     let mut stop = crate::signals::Stop::new()?;
     let (node, mut events) = Node::spawn(config).await?;
-    for addr in node.shareable_addrs().await? {
-        println!("{addr}");
+    if let Err(e) = print_addrs(&node.shareable_addrs().await?) {
+        // The node is what a volunteer runs this for; it serves whether anyone reads them.
+        tracing::warn!(error = %e, "could not print the node's addresses on stdout");
     }
     tracing::info!(peer = %node.peer_id(), "bootstrap node running; share an address above");
     let mut status = tokio::time::interval(STATUS_INTERVAL);
@@ -64,4 +66,13 @@ fn default_listen() -> Vec<Multiaddr> {
         any.clone().with(Protocol::Tcp(DEFAULT_PORT)),
         any.with(Protocol::Udp(DEFAULT_PORT)).with(Protocol::QuicV1),
     ]
+}
+
+/// Prints the addresses to share, one a line, on stdout.
+fn print_addrs(addrs: &[Multiaddr]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for addr in addrs {
+        writeln!(out, "{addr}")?;
+    }
+    out.flush()
 }

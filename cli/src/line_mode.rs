@@ -46,32 +46,36 @@ pub(crate) async fn run(
         stdout: std::io::stdout(),
     };
     let (mut session, outputs) = Session::start(node.clone(), me, rooms, nick).await?;
-    printer.print(outputs)?;
-    let mut stop = crate::signals::Stop::new()?;
-    let mut lines = spawn_stdin_reader();
-    let result = loop {
-        tokio::select! {
-            read = lines.recv() => match read {
-                Some(Ok(line)) => match handle_line(&mut session, &line).await {
-                    Some(outputs) => printer.print(outputs)?,
+    // Every way out, a reader gone from stdout too, passes the node's shutdown below, which
+    // stores what it received.
+    let result = async {
+        printer.print(outputs)?;
+        let mut stop = crate::signals::Stop::new()?;
+        let mut lines = spawn_stdin_reader();
+        loop {
+            let outputs = tokio::select! {
+                read = lines.recv() => match read {
+                    Some(Ok(line)) => match handle_line(&mut session, &line).await {
+                        Some(outputs) => outputs,
+                        None => break Ok(()),
+                    },
+                    Some(Err(e)) => break Err(anyhow::Error::new(e).context("reading stdin")),
                     None => break Ok(()),
                 },
-                Some(Err(e)) => break Err(anyhow::Error::new(e).context("reading stdin")),
-                None => break Ok(()),
-            },
-            event = events.recv() => match event {
-                Some(event) => printer.print(session.on_event(&event))?,
-                None => break Ok(()),
-            },
-            // A peer reached is reported by its `peer_connected` line already.
-            connected = session.connect_finished() => {
-                if let Err(error) = connected {
-                    printer.print([error])?;
-                }
+                event = events.recv() => match event {
+                    Some(event) => session.on_event(&event),
+                    None => break Ok(()),
+                },
+                // A peer reached is reported by its `peer_connected` line already.
+                connected = session.connect_finished() => connected.err().into_iter().collect(),
+                () = stop.wait() => break Ok(()),
+            };
+            if let Err(e) = printer.print(outputs) {
+                break Err(e);
             }
-            () = stop.wait() => break Ok(()),
         }
-    };
+    }
+    .await;
     node.shutdown().await.context("storing the rooms")?;
     result
 }

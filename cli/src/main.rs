@@ -17,7 +17,7 @@ mod settings;
 mod signals;
 mod tui;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if reader_went_away(&error) => ExitCode::SUCCESS,
         Err(error) => {
             let usage = error.downcast_ref::<UsageError>().is_some()
                 || error.downcast_ref::<SettingsError>().is_some()
@@ -71,6 +72,17 @@ fn command_line_error(error: &clap::Error) -> ExitCode {
         one_line(&error.render().to_string())
     );
     ExitCode::from(code)
+}
+
+/// Whether the command failed only because whoever read its output stopped reading (a closed
+/// pipe, as after `grapevine history lobby | head`): what was asked for is done as far as anyone
+/// reads it, so that ends quietly, as Unix tools end there.
+fn reader_went_away(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// An error and its causes in one line, each cause once: many errors of the libraries repeat
@@ -211,8 +223,10 @@ fn print_id(settings: &Settings) -> Result<()> {
     let identity = identity(settings)?;
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
         .context("deriving the peer id")?;
-    println!("peer id:    {}", keypair.public().to_peer_id());
-    println!("public key: {}", identity.public_key());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "peer id:    {}", keypair.public().to_peer_id())?;
+    writeln!(out, "public key: {}", identity.public_key())?;
+    out.flush()?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `grapevine send ROOM TEXT`: start, find a member of the room, post one message, and wait
 //! until a peer holds it (a sync exchange with it completes after the post).
 
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -67,7 +68,9 @@ pub(crate) async fn run(
             sent_at: crate::output::rfc3339(record.sent_at),
             body: record.text.clone(),
         };
-        println!("{}", line.to_json());
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", line.to_json())?;
+        out.flush()?;
         anyhow::Ok(())
     }
     .await;

@@ -160,6 +160,7 @@ fn completions_and_the_man_page_end_quietly_when_the_reader_stops_early() {
         &["completions", "bash"][..],
         &["completions", "zsh"],
         &["man"],
+        &["id"],
     ] {
         // The reading end is closed before the program writes anything, as when `head` has
         // read its lines and gone.
@@ -181,6 +182,55 @@ fn completions_and_the_man_page_end_quietly_when_the_reader_stops_early() {
             "{command:?}: {status:?} {stderr}"
         );
     }
+}
+
+#[test]
+fn history_and_line_mode_end_quietly_when_the_reader_stops_early_and_keep_what_they_stored() {
+    let sandbox = Sandbox::new();
+    let mut ana = sandbox.chat("ana", &[]);
+    ana.wait_event("joined", &[("room", "lobby")]);
+    ana.send("stored before the reader went");
+    ana.wait_event("message", &[("body", "stored before the reader went")]);
+    assert!(ana.quit().success());
+    let dir = sandbox.data_dir("ana");
+    let closed_stdout = || {
+        let (reader, writer) = std::io::pipe().expect("making a pipe");
+        drop(reader);
+        writer
+    };
+    for command in [
+        &["history", "lobby"][..],
+        &["history", "lobby", "--json"],
+        // Line mode's first line (an address it listens on) meets the closed pipe: it stops,
+        // storing its rooms as on any other way out.
+        &["--no-mdns", "--listen", LOOPBACK, "chat", "--plain"],
+    ] {
+        let stderr_file = sandbox.path().join("stderr");
+        let mut child = sandbox
+            .command()
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(command)
+            .stdin(std::process::Stdio::piped())
+            .stdout(closed_stdout())
+            .stderr(std::fs::File::create(&stderr_file).expect("creating a stderr file"))
+            .spawn()
+            .expect("running grapevine");
+        let status = common::wait_exit(&mut child, common::WAIT);
+        let stderr = std::fs::read_to_string(&stderr_file).expect("reading stderr");
+        assert!(!stderr.contains("panicked"), "{command:?}: {stderr}");
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{command:?}: {status:?} {stderr}"
+        );
+    }
+    let history = common::history_json(&sandbox, "ana", "lobby");
+    assert!(
+        history
+            .iter()
+            .any(|line| line["body"] == "stored before the reader went"),
+        "{history:?}"
+    );
 }
 
 #[test]
