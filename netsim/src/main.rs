@@ -200,8 +200,8 @@ fn print_report(report: &RunReport) {
             );
         }
         println!(
-            "idle cpu                 {:.3} % of a core per node",
-            quiet.idle_cpu_percent_per_node
+            "idle cpu                 {:.3} % of a core per node (over {:.0} s)",
+            quiet.idle_cpu_percent_per_node, quiet.cpu_window_s
         );
     }
     if !report.isolated.is_empty() {

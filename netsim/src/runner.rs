@@ -77,28 +77,37 @@ pub struct RunReport {
 pub struct Quiet {
     /// Seconds the network was quiet before the window.
     pub after_s: f64,
-    /// Seconds of the window over which peers kept and idle CPU were measured.
+    /// Seconds of the window over which peers kept were counted.
     pub window_s: f64,
     /// Peers each honest member was connected to at every sample of the window.
     pub peers_kept: Option<ConnectionsPerNode>,
-    /// The process's CPU over the window, per node (members and bootstrap nodes), in percent
-    /// of one core; it includes the sampling itself and the simulated network.
+    /// Seconds over which idle CPU was measured, from the start of the same window.
+    pub cpu_window_s: f64,
+    /// The process's CPU over the CPU window, per node (members and bootstrap nodes), in
+    /// percent of one core; it includes the sampling itself and the simulated network.
     pub idle_cpu_percent_per_node: f64,
 }
 
-/// Leaves the network quiet for the scenario's `quiet`, then measures over three idle timeouts
-/// the peers each member keeps and the CPU the idle network costs.
+/// Leaves the network quiet for the scenario's `quiet`, then counts over three idle timeouts
+/// the peers each member keeps, and measures the CPU the idle network costs over the scenario's
+/// CPU window (see [`Scenario::idle_cpu_window`]).
 async fn measure_quiet(sim: &Sim, scenario: &Scenario) -> Result<Quiet, SimError> {
     tokio::time::sleep(scenario.quiet).await;
     let window = scenario.idle_timeout * 3;
+    let cpu_window = scenario
+        .idle_cpu_window
+        .unwrap_or(window.max(grapevine_node::behaviour::KAD_BOOTSTRAP_INTERVAL));
+    let start = Instant::now();
     let before = Usage::now();
     let kept = sim.peers_kept(window).await?;
+    tokio::time::sleep_until(start + cpu_window).await;
     let usage = Usage::now().since(&before, 0, 0);
     let nodes = scenario.peers + scenario.topology.infrastructure_nodes();
     Ok(Quiet {
         after_s: scenario.quiet.as_secs_f64(),
         window_s: window.as_secs_f64(),
         peers_kept: ConnectionsPerNode::of(&kept),
+        cpu_window_s: start.elapsed().as_secs_f64(),
         idle_cpu_percent_per_node: usage.cpu_load * 100.0 / nodes.max(1) as f64,
     })
 }

@@ -93,6 +93,12 @@ pub struct Scenario {
     /// node costs; zero measures neither.
     #[serde(default, with = "humantime_serde")]
     pub quiet: Duration,
+    /// How long the quiet network's CPU is measured, from the start of the window that counts
+    /// the peers kept: by default that window stretched to a whole period of Kademlia's refresh
+    /// ([`grapevine_node::behaviour::KAD_BOOTSTRAP_INTERVAL`]), so every node's refresh falls in
+    /// it once. A shorter one can miss the refreshes altogether and read low.
+    #[serde(default, with = "humantime_serde::option")]
+    pub idle_cpu_window: Option<Duration>,
     /// Hostile peers: spammers, forgers, silent peers.
     #[serde(default)]
     pub hostile: Hostile,

@@ -456,8 +456,9 @@ const PING_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Kademlia's own refresh of the routing table: libp2p's 5-minute default. The event loop cuts
 /// every bootstrap, this one too, to its lookup of the node's own id (see `cut_bootstrap_short`),
-/// so a refresh asks some forty peers rather than two hundred.
-pub(crate) const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// so a refresh asks some forty peers rather than two hundred. Public because it is the period
+/// of an idle node's cost: netsim measures idle CPU over a window at least this long.
+pub const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// What one failed sync exchange costs a peer, as a gossipsub application score (weighted ×10 by
 /// default): four failures reach the default graylist threshold of -80.
