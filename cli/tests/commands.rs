@@ -153,6 +153,30 @@ fn completions_and_the_man_page_come_from_the_command_line_definition() {
     bad_input(&sandbox, &["completions", "tcsh"]);
 }
 
+/// Runs `grapevine ARGS` with its stdout a pipe whose reading end is closed before the program
+/// writes anything, as when `head` has read its lines and gone, and with stdin held open; checks
+/// that it ends quietly with 0.
+fn ends_quietly_when_the_reader_is_gone(sandbox: &Sandbox, args: &[&str]) {
+    let (reader, writer) = std::io::pipe().expect("making a pipe");
+    drop(reader);
+    let stderr_file = sandbox.path().join("stderr");
+    let mut child = sandbox
+        .command()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(writer)
+        .stderr(std::fs::File::create(&stderr_file).expect("creating a stderr file"))
+        .spawn()
+        .expect("running grapevine");
+    let status = common::wait_exit(&mut child, common::WAIT);
+    let stderr = std::fs::read_to_string(&stderr_file).expect("reading stderr");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{args:?}: {status:?} {stderr}"
+    );
+}
+
 #[test]
 fn completions_and_the_man_page_end_quietly_when_the_reader_stops_early() {
     let sandbox = Sandbox::new();
@@ -162,25 +186,7 @@ fn completions_and_the_man_page_end_quietly_when_the_reader_stops_early() {
         &["man"],
         &["id"],
     ] {
-        // The reading end is closed before the program writes anything, as when `head` has
-        // read its lines and gone.
-        let (reader, writer) = std::io::pipe().expect("making a pipe");
-        drop(reader);
-        let stderr_file = sandbox.path().join("stderr");
-        let mut child = sandbox
-            .command()
-            .args(command)
-            .stdout(writer)
-            .stderr(std::fs::File::create(&stderr_file).expect("creating a stderr file"))
-            .spawn()
-            .expect("running grapevine");
-        let status = common::wait_exit(&mut child, common::WAIT);
-        let stderr = std::fs::read_to_string(&stderr_file).expect("reading stderr");
-        assert!(!stderr.contains("panicked"), "{command:?}: {stderr}");
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{command:?}: {status:?} {stderr}"
-        );
+        ends_quietly_when_the_reader_is_gone(&sandbox, command);
     }
 }
 
@@ -193,36 +199,23 @@ fn history_and_line_mode_end_quietly_when_the_reader_stops_early_and_keep_what_t
     ana.wait_event("message", &[("body", "stored before the reader went")]);
     assert!(ana.quit().success());
     let dir = sandbox.data_dir("ana");
-    let closed_stdout = || {
-        let (reader, writer) = std::io::pipe().expect("making a pipe");
-        drop(reader);
-        writer
-    };
+    let dir = dir.to_str().expect("a UTF-8 path");
     for command in [
-        &["history", "lobby"][..],
-        &["history", "lobby", "--json"],
+        &["--data-dir", dir, "history", "lobby"][..],
+        &["--data-dir", dir, "history", "lobby", "--json"],
         // Line mode's first line (an address it listens on) meets the closed pipe: it stops,
         // storing its rooms as on any other way out.
-        &["--no-mdns", "--listen", LOOPBACK, "chat", "--plain"],
+        &[
+            "--data-dir",
+            dir,
+            "--no-mdns",
+            "--listen",
+            LOOPBACK,
+            "chat",
+            "--plain",
+        ],
     ] {
-        let stderr_file = sandbox.path().join("stderr");
-        let mut child = sandbox
-            .command()
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(command)
-            .stdin(std::process::Stdio::piped())
-            .stdout(closed_stdout())
-            .stderr(std::fs::File::create(&stderr_file).expect("creating a stderr file"))
-            .spawn()
-            .expect("running grapevine");
-        let status = common::wait_exit(&mut child, common::WAIT);
-        let stderr = std::fs::read_to_string(&stderr_file).expect("reading stderr");
-        assert!(!stderr.contains("panicked"), "{command:?}: {stderr}");
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{command:?}: {status:?} {stderr}"
-        );
+        ends_quietly_when_the_reader_is_gone(&sandbox, command);
     }
     let history = common::history_json(&sandbox, "ana", "lobby");
     assert!(
