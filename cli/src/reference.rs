@@ -100,13 +100,12 @@ fn escape(text: &str) -> String {
     }
 }
 
-/// Writes `bytes` to stdout; a reader that has gone away (a closed pipe) is not an error.
+/// Writes `bytes` to stdout at once. A reader that has gone away (a closed pipe) comes back as
+/// an error that `main` ends quietly on, as for every command.
 fn write_out(bytes: &[u8]) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        result => result,
-    }
+    stdout.write_all(bytes)?;
+    stdout.flush()
 }
 
 #[cfg(test)]
