@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use grapevine_cli::sanitize;
 use grapevine_node::crdt::Identity;
+use grapevine_node::error::causes;
 use grapevine_node::{IDENTITY_FILE, Node};
 
 use args::{ChatArgs, Cli, Command};
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
                 || error
                     .downcast_ref::<grapevine_node::NodeError>()
                     .is_some_and(is_usage_error);
-            eprintln!("grapevine: {}", error_line(&error));
+            eprintln!("grapevine: {}", causes(error.as_ref()));
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
@@ -83,24 +84,6 @@ fn reader_went_away(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-/// An error and its causes in one line, each cause once: many errors of the libraries repeat
-/// their source's text in their own (for callers that show only the top one), so the plain
-/// chain would name a cause two or three times.
-fn error_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
 }
 
 /// Clap's error text in one line: the message with the lines that continue it and its tips,
@@ -267,7 +250,7 @@ mod tests {
         };
         let error = anyhow::Error::new(NodeError::Room(RoomError::Store(store)))
             .context("storing the rooms");
-        let line = error_line(&error);
+        let line = causes(error.as_ref());
         assert!(line.starts_with("storing the rooms: room: I/O error on rooms/x/epoch-0.log"));
         assert_eq!(line.matches("epoch-0.log").count(), 1, "{line}");
         assert_eq!(line.matches(&cause).count(), 1, "{line}");

@@ -61,10 +61,13 @@ pub enum NodeError {
     Stopped,
 }
 
-/// An error and its sources in one text, each non-empty text once: libp2p's transport errors
-/// show nothing of their own (`TransportError::Other` displays as an empty string) and keep the
-/// reason, such as "Address already in use", in their sources.
-pub(crate) fn causes(error: &dyn std::error::Error) -> String {
+/// An error and its sources in one text, each non-empty text once. Shown as they come, chains
+/// mislead both ways: libp2p's transport errors show nothing of their own
+/// (`TransportError::Other` displays as an empty string) and keep the reason, such as "Address
+/// already in use", in their sources, while many errors repeat their source's text in their own,
+/// so a plain join names a cause two or three times. The node reports listen and dial failures
+/// with it, and the binary prints its errors with it.
+pub fn causes(error: &dyn std::error::Error) -> String {
     let mut text = String::new();
     let mut next = Some(error);
     while let Some(cause) = next {
