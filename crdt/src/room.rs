@@ -13,10 +13,14 @@ use crate::identity::{Identity, PublicKey};
 use crate::record::{
     Body, IndexedRecord, RECORD_VERSION, Record, RecordError, RecordId, RoomId, SignedRecord,
 };
-use crate::store::{LoadProblem, RoomFiles, Store, StoreError};
+use crate::store::{LoadProblem, LoadedEpoch, RoomFiles, Store, StoreError};
 use crate::validate::{Rejection, Unverified, ValidChange, check_all, record_in, verify_all};
 use crate::view::RoomView;
 use crate::waiting::WaitingChanges;
+
+mod read_only;
+
+pub use read_only::ReadOnlyRoom;
 
 /// Records per epoch document before new records go to the next epoch. Applying a batch of remote
 /// changes costs time that grows with the document, so this bounds the cost of every receive.
@@ -157,6 +161,37 @@ pub(crate) fn split_ready(
     }
 }
 
+/// Rebuilds epoch `number` of the room `id` from what the store holds of it (its snapshot, or its
+/// genesis, with the logged changes applied; a change Automerge cannot parse is skipped) and
+/// decodes its records, which were validated before they were stored.
+fn load_epoch(
+    id: &RoomId,
+    number: u32,
+    stored: &LoadedEpoch,
+) -> Result<(EpochDoc, Vec<SignedRecord>), RoomError> {
+    let mut epoch = match &stored.snapshot {
+        Some(snapshot) => EpochDoc::load(id, number, snapshot)?,
+        None => EpochDoc::new(id, number),
+    };
+    let changes: Vec<Change> = stored
+        .changes
+        .iter()
+        .filter_map(|bytes| catch_unwind(|| Change::try_from(&bytes[..])).ok()?.ok())
+        .collect();
+    if let Some(source) = epoch.apply(changes) {
+        return Err(EpochError::Automerge {
+            epoch: number,
+            source: Box::new(source),
+        }
+        .into());
+    }
+    let records = epoch
+        .record_bytes()
+        .map(|bytes| SignedRecord::decode_trusted(&bytes))
+        .collect::<Result<_, _>>()?;
+    Ok((epoch, records))
+}
+
 /// One chat room on this device.
 pub struct Room {
     id: RoomId,
@@ -215,26 +250,9 @@ impl Room {
         let mut room = Self::in_memory(id, identity);
         let newest = loaded.epochs.keys().next_back().copied();
         for (number, stored) in loaded.epochs {
-            let mut epoch = match &stored.snapshot {
-                Some(snapshot) => EpochDoc::load(&id, number, snapshot)?,
-                None => EpochDoc::new(&id, number),
-            };
-            let changes: Vec<Change> = stored
-                .changes
-                .iter()
-                .filter_map(|bytes| catch_unwind(|| Change::try_from(&bytes[..])).ok()?.ok())
-                .collect();
-            let error = epoch.apply(changes);
-            if let Some(source) = error {
-                return Err(EpochError::Automerge {
-                    epoch: number,
-                    source: Box::new(source),
-                }
-                .into());
-            }
-            for bytes in epoch.record_bytes().collect::<Vec<_>>() {
-                let signed = SignedRecord::decode_trusted(&bytes)?;
-                epoch.add_record(bytes.len());
+            let (mut epoch, records) = load_epoch(&id, number, &stored)?;
+            for signed in records {
+                epoch.add_record(signed.bytes().len());
                 room.clock
                     .observe(signed.record().sent_at, wall_clock_millis());
                 room.records.insert(signed.id(), signed.into());

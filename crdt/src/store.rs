@@ -13,6 +13,7 @@
 //! <dir>/rooms/                              mode 0700
 //! <dir>/rooms/<room_key>/                   mode 0700
 //! <dir>/rooms/<room_key>/lock               mode 0600, empty; flock()ed while a RoomFiles is alive
+//!                                           (readers, see [`Store::read_room`], take no lock)
 //! <dir>/rooms/<room_key>/epoch-<n>.snap     mode 0600
 //! <dir>/rooms/<room_key>/epoch-<n>.log      mode 0600
 //! <dir>/rooms/<room_key>/epoch-<n>.log.corrupt-<unix millis>[-<k>]   damaged bytes set aside
@@ -62,11 +63,14 @@
 //!   renamed aside as a whole and the epoch continues with an empty log.
 //! * A damaged snapshot makes [`Store::open_room`] fail with
 //!   [`StoreError::CorruptSnapshot`]; the file is never modified or deleted.
+//! * [`Store::read_room`] repairs nothing: it reads the valid prefix of each
+//!   log, reports the rest as an [`UnreadTail`] and leaves every file as it
+//!   is (the next [`Store::open_room`] sets the damage aside).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -74,6 +78,10 @@ use crate::fs::{
     PRIVATE_FILE_MODE, create_new_file, create_private_dir_all, remove_if_exists, sync_dir,
     write_file_atomically, write_file_atomically_parts,
 };
+
+mod read_only;
+
+pub use read_only::{StoredRoom, UnreadTail};
 
 /// Magic header that starts every log file (format version 1).
 pub const LOG_MAGIC: [u8; 8] = *b"GVLOG\0\0\x01";
@@ -311,8 +319,9 @@ impl Store {
         // load changes nothing but leftover temporary files.
         for &epoch in &files.snapshots {
             let path = snapshot_path(&dir, epoch);
-            let snapshot = load_snapshot(&path)?;
-            loaded.epochs.entry(epoch).or_default().snapshot = Some(snapshot);
+            if let Some(snapshot) = load_snapshot(&path)? {
+                loaded.epochs.entry(epoch).or_default().snapshot = Some(snapshot);
+            }
         }
         let mut logs = BTreeMap::new();
         for &epoch in &files.logs {
@@ -486,12 +495,7 @@ impl RoomFiles {
     /// epoch has none. Lets a caller drop a compacted epoch from memory and
     /// bring it back when it is needed again.
     pub fn read_snapshot(&self, epoch: u32) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = snapshot_path(&self.dir, epoch);
-        match fs::metadata(&path) {
-            Ok(_) => load_snapshot(&path).map(Some),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&path)(e)),
-        }
+        load_snapshot(&snapshot_path(&self.dir, epoch))
     }
 
     /// Frames in `epoch`'s log since its last compaction (including unsynced
@@ -668,9 +672,17 @@ fn parse_snapshot(bytes: &[u8]) -> Result<&[u8], Corruption> {
     }
 }
 
-fn load_snapshot(path: &Path) -> Result<Vec<u8>, StoreError> {
+/// Loads and checks the snapshot at `path`, or `None` if there is none. The file is opened once,
+/// so its length and its contents are those of one file even when a compaction renames a new
+/// snapshot over it meanwhile.
+fn load_snapshot(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
     let max_file_len = (MAGIC_LEN + FRAME_HEADER_LEN + MAX_SNAPSHOT_LEN) as u64;
-    let file_len = fs::metadata(path).map_err(io_err(path))?.len();
+    let file_len = file.metadata().map_err(io_err(path))?.len();
     if file_len > max_file_len {
         return Err(StoreError::CorruptSnapshot {
             path: path.to_path_buf(),
@@ -680,9 +692,10 @@ fn load_snapshot(path: &Path) -> Result<Vec<u8>, StoreError> {
             },
         });
     }
-    let bytes = fs::read(path).map_err(io_err(path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_err(path))?;
     match parse_snapshot(&bytes) {
-        Ok(payload) => Ok(payload.to_vec()),
+        Ok(payload) => Ok(Some(payload.to_vec())),
         Err(reason) => Err(StoreError::CorruptSnapshot {
             path: path.to_path_buf(),
             reason,

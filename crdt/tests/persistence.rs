@@ -4,7 +4,7 @@
 use std::fs;
 
 use grapevine_crdt::room::EPOCH_CAPACITY;
-use grapevine_crdt::{Identity, Room, RoomId, Store, SyncSession};
+use grapevine_crdt::{Identity, ReadOnlyRoom, Room, RoomId, Store, SyncSession};
 
 fn lobby() -> RoomId {
     RoomId::for_public_name("lobby").unwrap()
@@ -226,4 +226,37 @@ fn full_epochs_rest_on_disk_and_wake_for_late_records() {
     assert_eq!(reopened.epochs_in_memory(), 1);
     assert_eq!(reopened.view(), view);
     assert_eq!(reopened.heads(), offline.heads());
+}
+
+#[test]
+fn a_read_only_copy_shows_what_the_room_open_elsewhere_flushed_and_leaves_its_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (mut room, _) = Room::open(&store, lobby(), Identity::generate()).unwrap();
+    let hello = room.post("hello").unwrap();
+    room.set_profile("ana").unwrap();
+    room.react(hello.id, "👍", true).unwrap();
+    room.flush().unwrap();
+    room.post("not flushed yet").unwrap();
+    let mut log = fs::read(log_path(&store, 0)).unwrap();
+    // A frame being written: its header, and part of its payload.
+    log.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4, 5]);
+    fs::write(log_path(&store, 0), &log).unwrap();
+
+    let (copy, unread) = ReadOnlyRoom::read(&store, lobby()).unwrap();
+
+    assert_eq!(fs::read(log_path(&store, 0)).unwrap(), log);
+    assert_eq!(unread.len(), 1);
+    assert_eq!(unread[0].bytes, 9);
+    assert_eq!(copy.records().count(), 3);
+    let view = copy.view();
+    assert_eq!(view.messages.len(), 1);
+    assert_eq!(view.messages[0].text, "hello");
+    assert_eq!(view.nickname(&room.author()), Some("ana"));
+    // The room stays open and writable.
+    room.flush().unwrap();
+    let (copy, unread) = ReadOnlyRoom::read(&store, lobby()).unwrap();
+    assert!(unread.is_empty());
+    assert_eq!(copy.view().messages.len(), 2);
+    assert_eq!(copy.view(), room.view());
 }

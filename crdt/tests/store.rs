@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, ensure};
 use grapevine_crdt::store::{
@@ -587,6 +589,136 @@ fn a_room_can_only_be_opened_once_at_a_time() -> Result<()> {
     Ok(())
 }
 
+/// Every file in the room directory with its bytes, by name.
+fn room_files(data: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut files = BTreeMap::new();
+    for entry in fs::read_dir(room_dir(data, ROOM))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        files.insert(name, fs::read(entry.path())?);
+    }
+    Ok(files)
+}
+
+#[test]
+fn a_reader_sees_what_the_writer_holding_the_room_synced_and_changes_no_file() -> Result<()> {
+    let tmp = TempDir::new()?;
+    let store = Store::open(tmp.path())?;
+    let (mut writer, _) = store.open_room(ROOM)?;
+    for i in 0..5 {
+        writer.append(0, &change(i))?;
+    }
+    writer.compact(1, b"snapshot of epoch 1")?;
+    writer.append(1, &change(5))?;
+    writer.append(2, &change(6))?;
+    writer.sync()?;
+    writer.append(0, b"appended, not synced")?;
+    // A frame being written to epoch 2 (its header and half its payload), a log whose header is
+    // damaged, and an atomic write under way.
+    let torn = {
+        let mut frame = 100u32.to_le_bytes().to_vec();
+        frame.extend_from_slice(&[0xAB; 54]);
+        frame
+    };
+    fs::OpenOptions::new()
+        .append(true)
+        .open(log_file(tmp.path(), 2))?
+        .write_all(&torn)?;
+    fs::write(log_file(tmp.path(), 3), b"not a log")?;
+    fs::write(room_dir(tmp.path(), ROOM).join("epoch-4.snap.tmp"), b"half")?;
+    let before = room_files(tmp.path())?;
+
+    let read = store.read_room(ROOM)?;
+
+    ensure!(room_files(tmp.path())? == before, "a file changed");
+    ensure!(read.epochs[&0].changes == changes(0..5) && read.epochs[&0].snapshot.is_none());
+    ensure!(read.epochs[&1].snapshot.as_deref() == Some(&b"snapshot of epoch 1"[..]));
+    ensure!(read.epochs[&1].changes == [change(5)]);
+    ensure!(read.epochs[&2].changes == [change(6)]);
+    ensure!(read.epochs[&3] == LoadedEpoch::default());
+    ensure!(!read.epochs.contains_key(&4));
+    let unread: Vec<_> = read
+        .unread
+        .iter()
+        .map(|tail| (tail.file.clone(), tail.offset, tail.bytes))
+        .collect();
+    let epoch_2_len = fs::metadata(log_file(tmp.path(), 2))?.len();
+    ensure!(
+        unread
+            == [
+                (
+                    log_file(tmp.path(), 2),
+                    epoch_2_len - torn.len() as u64,
+                    torn.len() as u64
+                ),
+                (log_file(tmp.path(), 3), 0, 9),
+            ],
+        "{unread:?}"
+    );
+    // The writer still holds the room and goes on writing where it was.
+    ensure!(matches!(
+        store.open_room(ROOM),
+        Err(StoreError::RoomBusy { .. })
+    ));
+    writer.sync()?;
+    drop(writer);
+    let (_room, loaded) = store.open_room(ROOM)?;
+    ensure!(
+        epoch_changes(&loaded, 0).last().map(Vec::as_slice) == Some(&b"appended, not synced"[..])
+    );
+    Ok(())
+}
+
+#[test]
+fn a_reader_racing_a_writer_that_appends_and_compacts_sees_every_synced_change() -> Result<()> {
+    const CHANGES: usize = 400;
+    let tmp = TempDir::new()?;
+    let store = Store::open(tmp.path())?;
+    let (mut writer, _) = store.open_room(ROOM)?;
+    let synced = AtomicUsize::new(0);
+    std::thread::scope(|scope| -> Result<()> {
+        let writing = scope.spawn(|| -> Result<()> {
+            let mut doc = Vec::new();
+            for i in 0..CHANGES {
+                writer.append(0, &change(i))?;
+                doc.push(change(i));
+                writer.sync()?;
+                synced.store(i + 1, Ordering::SeqCst);
+                if i % 7 == 6 {
+                    writer.compact(0, &encode(&doc))?;
+                }
+            }
+            Ok(())
+        });
+        let mut reads = 0;
+        while reads < 20 || synced.load(Ordering::SeqCst) < CHANGES {
+            let durable = synced.load(Ordering::SeqCst);
+            let read = store.read_room(ROOM)?;
+            reads += 1;
+            let mut seen = Vec::new();
+            if let Some(epoch) = read.epochs.get(&0) {
+                if let Some(snapshot) = &epoch.snapshot {
+                    seen.extend(decode(snapshot)?);
+                }
+                seen.extend(epoch.changes.iter().cloned());
+            }
+            for i in 0..durable {
+                ensure!(
+                    seen.contains(&change(i)),
+                    "read {reads}: change {i} of {durable} missing"
+                );
+            }
+            ensure!(
+                read.unread.iter().all(|tail| tail.offset > 0),
+                "{:?}",
+                read.unread
+            );
+        }
+        writing.join().expect("the writer thread panicked")
+    })?;
+    Ok(())
+}
+
 #[test]
 fn files_that_are_not_canonical_epoch_names_are_ignored() -> Result<()> {
     let tmp = TempDir::new()?;
@@ -721,6 +853,15 @@ fn run_ops(ops: &[Op]) -> Result<()> {
         for (&epoch, m) in &model {
             ensure!(room.log_frames(epoch) == m.durable_log.len() + m.pending.len());
         }
+        let read = store.read_room(ROOM)?;
+        ensure!(read.unread.is_empty(), "{:?}", read.unread);
+        check_loaded(
+            &model,
+            &LoadedRoom {
+                epochs: read.epochs,
+                problems: Vec::new(),
+            },
+        )?;
     }
     drop(room);
     let (_room, loaded) = store.open_room(ROOM)?;
