@@ -33,6 +33,11 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 /// How long one sync request may take: a large history can need several seconds to generate
 /// and apply on a slow device.
 pub const DEFAULT_SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`crate::NodeHandle::connect`] waits for a dial's outcome before telling the caller
+/// that no answer came: 10 s, js-libp2p's dial timeout and rust-libp2p's connection timeout
+/// (which its swarm builder puts on every dial and handshake of this node too), long enough for
+/// a handshake over a slow path, short enough for a person waiting at the prompt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Commands queued from handles before senders wait: enough for bursts of typing and UI queries.
 pub const DEFAULT_COMMAND_CAPACITY: usize = 64;
 /// Events queued for the reader before new ones are dropped (the loop never blocks on a slow
@@ -369,6 +374,11 @@ pub struct Config {
     pub idle_connection_timeout: Duration,
     /// Timeout of one sync request.
     pub sync_request_timeout: Duration,
+    /// How long [`crate::NodeHandle::connect`] waits for a dial's outcome before it fails with
+    /// [`crate::NodeError::ConnectTimeout`]. Every dial and handshake also ends after libp2p's
+    /// own transport timeout (10 s), with [`crate::NodeError::Dial`]: a longer value does not
+    /// make a dial wait longer.
+    pub connect_timeout: Duration,
     /// Largest gossip message accepted or sent, in bytes.
     pub max_message_size: usize,
     /// Capacity of the command channel from handles to the event loop.
@@ -399,6 +409,7 @@ impl Default for Config {
             sync_interval: DEFAULT_SYNC_INTERVAL,
             idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
             sync_request_timeout: DEFAULT_SYNC_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             event_capacity: DEFAULT_EVENT_CAPACITY,

@@ -53,6 +53,17 @@ pub enum NodeError {
     /// ([`crate::NodeHandle::connect`]) failed: why.
     #[error("dial: {0}")]
     Dial(String),
+    /// A dial the caller waits for ([`crate::NodeHandle::connect`]) had no outcome within
+    /// [`crate::Config::connect_timeout`]: the address took nothing in (it drops packets) or
+    /// never finished the handshake (it is not a libp2p peer, or hangs). Apart from
+    /// [`NodeError::Dial`] so a caller can tell "no answer" from a refusal.
+    #[error("no answer from {addr} within {after:?}")]
+    ConnectTimeout {
+        /// The address dialled.
+        addr: libp2p::Multiaddr,
+        /// How long the caller waited.
+        after: std::time::Duration,
+    },
     /// Too many DHT lookups asked for through the handle are still running; try again later.
     #[error("{0} DHT lookups are already running")]
     TooManyLookups(usize),

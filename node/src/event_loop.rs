@@ -1,7 +1,7 @@
 //! The one task that owns the swarm and the rooms. Each step of [`EventLoop::run`] handles one
-//! thing: a local command first, then a swarm event, then the periodic timers (sync, room
-//! lookup, connection pruning), and, when nothing else is ready, the batch of gossip received
-//! meanwhile.
+//! thing: a local command first, then a swarm event, then the deadline of a dial someone waits
+//! for, then the periodic timers (sync, room lookup, connection pruning), and, when nothing else
+//! is ready, the batch of gossip received meanwhile.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
@@ -141,6 +141,23 @@ fn dial_failure(error: &DialError) -> String {
     reasons.join("; ")
 }
 
+/// Waits until `deadline`, or for ever when there is none: a `select!` arm for a deadline that
+/// may be absent.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A dial asked for through [`crate::NodeHandle::connect`], waiting for its outcome.
+struct PendingConnect {
+    addr: Multiaddr,
+    /// When the caller hears that no answer came ([`Config::connect_timeout`]).
+    deadline: Instant,
+    reply: Reply<PeerId>,
+}
+
 /// A provider lookup asked for through the handle: the providers found so far, and who waits
 /// for them.
 struct RoomLookup {
@@ -259,8 +276,10 @@ pub(crate) struct EventLoop {
     /// Provider lookups asked for through the handle, by query.
     room_lookups: HashMap<kad::QueryId, RoomLookup>,
     /// Dials asked for through [`crate::NodeHandle::connect`], by the connection they open,
-    /// answered when it is established or fails.
-    connects: HashMap<ConnectionId, Reply<PeerId>>,
+    /// answered when it is established or fails, or at their deadline.
+    connects: HashMap<ConnectionId, PendingConnect>,
+    /// How long a caller of [`crate::NodeHandle::connect`] waits at most.
+    connect_timeout: Duration,
     /// Kademlia routing-table peers kept per address range.
     kad_range_quota: RangeQuota,
     /// The address range each routing-table peer was admitted under (peers whose addresses
@@ -373,6 +392,7 @@ impl EventLoop {
             provider_dials: HashMap::new(),
             room_lookups: HashMap::new(),
             connects: HashMap::new(),
+            connect_timeout: config.connect_timeout,
             kad_range_quota: config.limits.kad_range_quota,
             routing_ranges: HashMap::new(),
             rooms: HashMap::new(),
@@ -404,6 +424,7 @@ impl EventLoop {
     /// Runs until a shutdown command arrives or every handle is dropped; rooms are flushed first.
     pub(crate) async fn run(mut self) {
         loop {
+            let connect_deadline = self.connects.values().map(|c| c.deadline).min();
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
@@ -418,6 +439,7 @@ impl EventLoop {
                     }
                 },
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                () = sleep_until(connect_deadline) => self.handle_connect_deadline(),
                 _ = self.sync_timer.tick() => self.handle_sync_tick(),
                 _ = self.room_lookup_timer.tick() => {
                     self.end_overdue_catch_ups();
@@ -831,11 +853,21 @@ impl EventLoop {
             ))));
             return;
         }
-        let opts = DialOpts::from(addr);
+        // Set before the dial starts, so it passes before libp2p's own transport timeout, as
+        // long as the default deadline (see `handle_dial_failed`).
+        let deadline = Instant::now() + self.connect_timeout;
+        let opts = DialOpts::from(addr.clone());
         let connection = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
-                self.connects.insert(connection, reply);
+                self.connects.insert(
+                    connection,
+                    PendingConnect {
+                        addr,
+                        deadline,
+                        reply,
+                    },
+                );
             }
             Err(e) => {
                 let _ = reply.send(Err(NodeError::Dial(dial_failure(&e))));
@@ -843,8 +875,28 @@ impl EventLoop {
         }
     }
 
+    /// Answers every [`crate::NodeHandle::connect`] whose deadline passed: no answer came. The
+    /// dial itself goes on (libp2p cannot call off a dial in progress) until its transport gives
+    /// up; its outcome then finds no caller and is ignored, and a connection it opens is kept as
+    /// any other.
+    fn handle_connect_deadline(&mut self) {
+        let now = Instant::now();
+        let timeout = self.connect_timeout;
+        for (_, pending) in self
+            .connects
+            .extract_if(|_, pending| pending.deadline <= now)
+        {
+            let _ = pending.reply.send(Err(NodeError::ConnectTimeout {
+                addr: pending.addr,
+                after: timeout,
+            }));
+        }
+    }
+
     /// A dial failed: answers the caller who waits for it, and forgets a routing-table peer that
-    /// cannot be reached.
+    /// cannot be reached. A failure that comes after the caller's deadline is the deadline's:
+    /// libp2p's transport timeout, as long as the default deadline but started just after it,
+    /// says no more than that no answer came.
     fn handle_dial_failed(
         &mut self,
         connection: ConnectionId,
@@ -852,8 +904,16 @@ impl EventLoop {
         error: &DialError,
     ) {
         tracing::debug!(?peer, %error, "dial failed");
-        if let Some(reply) = self.connects.remove(&connection) {
-            let _ = reply.send(Err(NodeError::Dial(dial_failure(error))));
+        if let Some(pending) = self.connects.remove(&connection) {
+            let failure = if Instant::now() >= pending.deadline {
+                NodeError::ConnectTimeout {
+                    addr: pending.addr,
+                    after: self.connect_timeout,
+                }
+            } else {
+                NodeError::Dial(dial_failure(error))
+            };
+            let _ = pending.reply.send(Err(failure));
         }
         if let Some(peer) = peer {
             self.forget_unreachable_routing_peer(peer, error);
@@ -867,8 +927,8 @@ impl EventLoop {
         endpoint: &ConnectedPoint,
         established: u32,
     ) {
-        if let Some(reply) = self.connects.remove(&connection) {
-            let _ = reply.send(Ok(peer));
+        if let Some(pending) = self.connects.remove(&connection) {
+            let _ = pending.reply.send(Ok(peer));
         }
         let info = PeerConnection {
             remote_addr: endpoint.get_remote_address().clone(),

@@ -232,10 +232,11 @@ impl NodeHandle {
         self.ask(|r| Command::Dial(addr, r)).await
     }
 
-    /// Dials an address and waits for the outcome: the peer reached, or [`NodeError::Dial`]
-    /// saying why no connection opened (refused, unreachable, another peer than the address
-    /// names). For a person who asked to connect and must hear when it failed, which
-    /// [`NodeHandle::dial`] does not tell.
+    /// Dials an address and waits for the outcome: the peer reached, [`NodeError::Dial`] saying
+    /// why no connection opened (refused, unreachable, another peer than the address names), or,
+    /// when the address gave no answer within [`crate::Config::connect_timeout`],
+    /// [`NodeError::ConnectTimeout`]. For a person who asked to connect and must hear, in
+    /// bounded time, when it failed, which [`NodeHandle::dial`] does not tell.
     pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
         self.ask(|r| Command::Connect(addr, r)).await
     }
