@@ -65,7 +65,7 @@ pub(crate) enum Command {
     Demo,
     /// Print this device's peer id and public key (creating the key on first use)
     Id,
-    /// Print a room's stored history without going online
+    /// Print a room's stored history without going online (also while chat runs)
     History(HistoryArgs),
     /// Post one message and wait until a peer holds it
     Send(SendArgs),

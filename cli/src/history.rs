@@ -1,13 +1,15 @@
 //! `grapevine history ROOM`: a room's stored history, read from the data directory without
 //! going online. Readable text by default; with `--json`, every record in the line-mode schema.
+//! It only reads, without the room's lock and changing no file, so it also works while `chat`
+//! holds the same data directory: it shows what that process has stored so far.
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Local};
-use grapevine_node::crdt::{Hlc, Identity, MessageView, PublicKey, Room, RoomId, Store};
-use grapevine_node::{IDENTITY_FILE, ROOM_LIST_FILE};
+use grapevine_node::ROOM_LIST_FILE;
+use grapevine_node::crdt::{Hlc, MessageView, PublicKey, ReadOnlyRoom, RoomId, Store};
 
 use crate::UsageError;
 use crate::output::Output;
@@ -23,20 +25,14 @@ pub(crate) fn run(settings: &Settings, name: &str, json: bool) -> Result<()> {
     if !known.contains(&room_id.to_string()) {
         return Err(UsageError(unknown_room_message(settings, name)).into());
     }
-    // Reading needs no key of its own; the device key is used when there is one.
-    let identity = match Identity::load(&settings.data_dir.join(IDENTITY_FILE)) {
-        Ok(identity) => identity,
-        Err(_) => Identity::generate(),
-    };
-    // A room another process holds open is explained where the error is reported.
-    let (room, problems) =
-        Room::open(&store, room_id, identity).with_context(|| format!("opening room {name}"))?;
-    for problem in problems {
-        tracing::warn!(?problem, "damaged bytes set aside");
+    let (room, unread) =
+        ReadOnlyRoom::read(&store, room_id).with_context(|| format!("reading room {name}"))?;
+    for tail in unread {
+        tracing::warn!(?tail, "log tail not read");
         eprintln!(
-            "warning: {} damaged bytes of {} set aside",
-            problem.bytes,
-            problem.file.display()
+            "warning: the last {} bytes of {} not read: damaged, or still being written",
+            tail.bytes,
+            tail.file.display()
         );
     }
     let mut out = std::io::stdout().lock();

@@ -333,24 +333,62 @@ fn a_data_directory_in_use_by_another_process_exits_2_saying_so() {
     let dir = sandbox.data_dir("ana");
     let mut first = sandbox.chat("ana", &[]);
     first.wait_event("joined", &[("room", "lobby")]);
-    for command in [&["chat", "--plain"][..], &["history", "lobby"]] {
-        let output = sandbox
-            .run()
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--no-mdns", "--listen", LOOPBACK])
-            .args(command)
-            .write_stdin("")
-            .output()
-            .expect("running a second grapevine");
-        let message = one_line_error(&output);
-        assert!(
-            message.contains("another grapevine process"),
-            "{command:?}: {message}"
-        );
-        assert!(message.contains("--data-dir"), "says what to do: {message}");
-    }
+    let output = sandbox
+        .run()
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--no-mdns", "--listen", LOOPBACK, "chat", "--plain"])
+        .write_stdin("")
+        .output()
+        .expect("running a second grapevine");
+    let message = one_line_error(&output);
+    assert!(message.contains("another grapevine process"), "{message}");
+    assert!(message.contains("--data-dir"), "says what to do: {message}");
     assert!(first.quit().success());
+}
+
+#[test]
+fn history_shows_what_a_running_chat_stored_while_it_holds_the_data_directory() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.data_dir("ana");
+    let mut ana = sandbox.chat("ana", &["--nick", "ana"]);
+    ana.wait_event("joined", &[("room", "lobby")]);
+    let said = ["first, while chat runs", "second, while chat runs"];
+    for body in said {
+        ana.send(body);
+        ana.wait_event("message", &[("body", body)]);
+    }
+
+    let history = common::history_json(&sandbox, "ana", "lobby");
+    for body in said {
+        assert!(
+            history.iter().any(|line| line["body"] == body),
+            "{body:?} missing: {history:?}"
+        );
+    }
+    let output = sandbox
+        .run()
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["history", "lobby"])
+        .output()
+        .expect("running grapevine history");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let text = String::from_utf8(output.stdout).expect("history is UTF-8");
+    assert_eq!(text.lines().count(), said.len(), "{text}");
+    for (line, body) in text.lines().zip(said) {
+        assert!(line.contains(body) && line.contains("ana·"), "{line}");
+    }
+
+    // The chat never noticed: it goes on storing, and stops cleanly.
+    ana.send("after the reads");
+    ana.wait_event("message", &[("body", "after the reads")]);
+    assert!(ana.quit().success());
+    let history = common::history_json(&sandbox, "ana", "lobby");
+    assert!(
+        history.iter().any(|line| line["body"] == "after the reads"),
+        "{history:?}"
+    );
 }
 
 #[test]

@@ -88,7 +88,7 @@ struct Tally {
     catch_ups: usize,
     own_sent: usize,
     steady_sent: usize,
-    /// Damaged log tails set aside by a load (`history` after a kill, or a restart).
+    /// Damaged log tails set aside by a restart after a kill (`history` leaves them in place).
     set_aside: usize,
 }
 
