@@ -42,7 +42,7 @@ pub(crate) const HELP: &[&str] = &[
     "/edit ID TEXT       change one of your messages (ID: its id or a prefix of it)",
     "/delete ID          delete one of your messages",
     "/react ID EMOJI     react to a message (again to take it back)",
-    "/connect ADDR       dial a peer by multiaddr",
+    "/connect ADDR       dial a peer by multiaddr; gives up after 10 s",
     "/help               this list",
     "/quit               store everything and exit",
     "//text              send a message that starts with /",
@@ -141,6 +141,19 @@ mod tests {
             parse("/connect /ip4/127.0.0.1/tcp/1"),
             Ok(Some(Input::Connect(_)))
         ));
+    }
+
+    #[test]
+    fn the_help_gives_the_node_s_connect_deadline() {
+        let deadline = format!(
+            "{} s",
+            grapevine_node::config::DEFAULT_CONNECT_TIMEOUT.as_secs()
+        );
+        let connect = HELP.iter().find(|line| line.starts_with("/connect"));
+        assert!(
+            connect.is_some_and(|line| line.contains(&deadline)),
+            "{connect:?}"
+        );
     }
 
     #[test]

@@ -300,6 +300,10 @@ impl Session {
             Ok((addr, Err(NodeError::Dial(reason)))) => {
                 format!("could not connect to {addr}: {reason}")
             }
+            Ok((addr, Err(NodeError::ConnectTimeout { after, .. }))) => format!(
+                "could not connect to {addr}: no answer within {}",
+                humantime::format_duration(after)
+            ),
             Ok((addr, Err(e))) => format!("could not connect to {addr}: {e}"),
             Err(e) => format!("/connect stopped: {e}"),
         };
