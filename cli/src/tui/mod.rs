@@ -117,10 +117,7 @@ async fn event_loop(
                 }
                 None => return Ok(()),
             },
-            connected = session.connect_finished() => match connected {
-                Ok(reached) => app.notice(&reached),
-                Err(error) => app.apply(error),
-            },
+            connected = session.connect_finished() => show_connect_outcome(app, connected),
             _ = refresh.tick() => {
                 refresh_views(session, app).await;
                 let me = session.me();
@@ -130,6 +127,15 @@ async fn event_loop(
             }
             () = stop.wait() => return Ok(()),
         }
+    }
+}
+
+/// Shows how a `/connect` ended as a notice in the room shown: whom it reached, or the error
+/// naming the address and why no connection opened.
+fn show_connect_outcome(app: &mut App, outcome: Result<String, Output>) {
+    match outcome {
+        Ok(reached) => app.notice(&reached),
+        Err(error) => app.apply(error),
     }
 }
 
@@ -219,4 +225,142 @@ async fn submit(session: &mut Session, app: &mut App) -> std::ops::ControlFlow<(
         Err(message) => app.notice(&format!("error: {message}")),
     }
     Continue(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use grapevine_node::crdt::Identity;
+    use grapevine_node::{Config, Node, Transport};
+    use libp2p::Multiaddr;
+    use tempfile::TempDir;
+
+    use super::*;
+
+    /// The longest any wait in these tests may take.
+    const WAIT: Duration = Duration::from_secs(20);
+    /// The nodes' connect deadline: short, so the test waits for it a fraction of a second.
+    const CONNECT_DEADLINE: Duration = Duration::from_millis(300);
+    const ROOM: &str = "lobby";
+
+    /// A node on loopback with mDNS off, and a session on it in [`ROOM`], shown in `app`.
+    async fn client(dir: &TempDir, app: &mut App) -> Session {
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr")],
+            transport: Transport::Tcp,
+            mdns: false,
+            connect_timeout: CONNECT_DEADLINE,
+            ..Config::default()
+        };
+        let (node, events) = Node::spawn(config).await.expect("the node starts");
+        // Nobody reads the events here; the node drops what does not fit.
+        drop(events);
+        let me = Identity::generate().public_key();
+        let (session, outputs) = Session::start(node, me, &[ROOM.to_string()], None)
+            .await
+            .expect("the session starts");
+        for output in outputs {
+            app.apply(output);
+        }
+        app.show(ROOM);
+        session
+    }
+
+    /// Types `/connect ADDR` and Enter, then shows the outcome as the client's loop does;
+    /// returns the notice it added to the room shown.
+    async fn connect(session: &mut Session, app: &mut App, addr: &Multiaddr) -> String {
+        for c in format!("/connect {addr}").chars() {
+            app.insert(c);
+        }
+        assert!(submit(session, app).await.is_continue());
+        let shown_before = app.rooms[ROOM].notices.len();
+        let outcome = tokio::time::timeout(WAIT, session.connect_finished())
+            .await
+            .expect("the /connect ends in time");
+        show_connect_outcome(app, outcome);
+        let notices = &app.rooms[ROOM].notices;
+        assert_eq!(notices.len(), shown_before + 1, "one notice: {notices:?}");
+        notices.back().map(|n| n.text.clone()).unwrap_or_default()
+    }
+
+    /// A loopback port nobody listens on: one just given back by the kernel.
+    fn closed_port() -> Multiaddr {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        format!("/ip4/127.0.0.1/tcp/{port}")
+            .parse()
+            .expect("a multiaddr")
+    }
+
+    /// A loopback listener that takes connections in and never speaks, for as long as the
+    /// test's runtime runs.
+    async fn silent_listener() -> Multiaddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback listener");
+        let port = listener.local_addr().expect("its address").port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        format!("/ip4/127.0.0.1/tcp/{port}")
+            .parse()
+            .expect("a multiaddr")
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_shows_a_notice_naming_the_address_and_the_cause() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut app = App::default();
+        let mut session = client(&dir, &mut app).await;
+        let closed = closed_port();
+
+        let notice = connect(&mut session, &mut app, &closed).await;
+        assert!(
+            notice.starts_with(&format!("error: could not connect to {closed}: ")),
+            "{notice}"
+        );
+        assert!(notice.to_lowercase().contains("refused"), "{notice}");
+    }
+
+    #[tokio::test]
+    async fn a_connect_with_no_answer_shows_a_notice_when_the_deadline_passes() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut app = App::default();
+        let mut session = client(&dir, &mut app).await;
+        let silent = silent_listener().await;
+
+        let notice = connect(&mut session, &mut app, &silent).await;
+        assert_eq!(
+            notice,
+            format!("error: could not connect to {silent}: no answer within 300ms")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_successful_connect_shows_a_notice_naming_the_peer_and_the_address() {
+        let ana_dir = tempfile::tempdir().expect("a temporary directory");
+        let bo_dir = tempfile::tempdir().expect("a temporary directory");
+        let mut app = App::default();
+        let mut session = client(&ana_dir, &mut app).await;
+        let bo = client(&bo_dir, &mut App::default()).await;
+        let bo_addr = bo
+            .node()
+            .shareable_addrs()
+            .await
+            .expect("bo's addresses")
+            .into_iter()
+            .next()
+            .expect("bo listens");
+
+        let notice = connect(&mut session, &mut app, &bo_addr).await;
+        let bo_id = bo.node().peer_id();
+        assert_eq!(notice, format!("connected to {bo_id} at {bo_addr}"));
+    }
 }
