@@ -454,11 +454,17 @@ const GOSSIP_VALIDATION: gossipsub::ValidationMode = gossipsub::ValidationMode::
 /// Ping interval: libp2p's 15 s default, named here so it is visible beside the other protocols.
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 
-/// Kademlia's own refresh of the routing table: libp2p's 5-minute default. The event loop cuts
-/// every bootstrap, this one too, to its lookup of the node's own id (see `cut_bootstrap_short`),
-/// so a refresh asks some forty peers rather than two hundred. Public because it is the period
-/// of an idle node's cost: netsim measures idle CPU over a window at least this long.
-pub const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Kademlia's own refresh of the routing table: every 10 minutes, go-libp2p-kad-dht's default
+/// routing-table refresh interval (the DHT IPFS runs), rather than rust-libp2p's 5. The event
+/// loop cuts every bootstrap, this one too, to its lookup of the node's own id (see
+/// `cut_bootstrap_short`), so a refresh asks some forty peers rather than two hundred; still,
+/// the connections it opens cost each node of a quiet 100-peer netsim room 72 ms of CPU, about
+/// a sixth of all it spent over the 5 minutes (1.1 ms a second otherwise). Room discovery does not wait on it (room lookups and the anti-entropy dials of
+/// remembered members do that work), and libp2p-kad still bootstraps whenever a peer enters a
+/// table of fewer than [`kad::K_VALUE`] peers.
+/// Public because it is the period of an idle node's cost: netsim measures idle CPU over a
+/// window at least this long.
+pub const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
 /// What one failed sync exchange costs a peer, as a gossipsub application score (weighted ×10 by
 /// default): four failures reach the default graylist threshold of -80.
