@@ -13,13 +13,15 @@ pub mod forge;
 pub mod frames;
 pub mod seeds;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use grapevine_cli::config_file::ConfigFile;
 use grapevine_cli::sanitize::for_terminal;
 use grapevine_crdt::room::ApplyReport;
-use grapevine_crdt::{Identity, Received, RecordId, Room, SignedRecord, Store, SyncSession};
+use grapevine_crdt::{
+    Identity, ReadOnlyRoom, Received, RecordId, Room, SignedRecord, Store, SyncSession,
+};
 use grapevine_node::behaviour::Envelope;
 use sha2::{Digest, Sha256};
 
@@ -156,9 +158,26 @@ pub fn store_load(data: &[u8]) {
         };
         std::fs::write(room_dir.join(name), contents).expect("writing a file");
     }
+    // Reading without the lock (as `history` beside a running chat) first: it must leave every
+    // file as it is, and when both load, find the records the writing open keeps.
+    let files = files_in(&room_dir);
+    let read = ReadOnlyRoom::read(&store, lobby());
+    assert_eq!(
+        files_in(&room_dir),
+        files,
+        "reading without the lock changed a file"
+    );
     let Ok((mut room, _problems)) = Room::open(&store, lobby(), local_identity()) else {
         return;
     };
+    if let Ok((read, _unread)) = read {
+        let read_ids: BTreeSet<RecordId> = read.records().map(|record| record.id).collect();
+        let opened_ids: BTreeSet<RecordId> = room.records().map(|record| record.id).collect();
+        assert_eq!(
+            read_ids, opened_ids,
+            "a read without the lock and the writing open found different records"
+        );
+    }
     let _ = room.changes_since(&BTreeMap::new());
     room.view();
     drop(room);
@@ -168,6 +187,22 @@ pub fn store_load(data: &[u8]) {
         problems.is_empty(),
         "the first load repaired everything: {problems:?}"
     );
+}
+
+/// Every file of `dir` with its contents, by name.
+fn files_in(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("the room's directory")
+        .map(|entry| {
+            let path = entry.expect("a directory entry").path();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into();
+            (name, std::fs::read(&path).unwrap_or_default())
+        })
+        .collect()
 }
 
 /// `name` if it is a plain file name: `[0-9A-Za-z._-]`, not `.` or `..`, cut to
