@@ -106,12 +106,7 @@ fn assert_timed_out(outcome: Result<PeerId, NodeError>, took: Duration, addr: &M
 
 /// A node's TCP listen address as a socket address, for the forwarding listener.
 async fn socket_addr(node: &NodeHandle) -> Result<SocketAddr> {
-    let addr = node
-        .listen_addrs()
-        .await?
-        .into_iter()
-        .next()
-        .context("no listen address")?;
+    let addr = common::first_addr(node).await?;
     let mut ip = None;
     let mut port = None;
     for protocol in &addr {
