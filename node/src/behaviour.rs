@@ -236,9 +236,10 @@ impl request_response::Codec for SyncCodec {
     }
 }
 
-/// Every protocol of a node: blocked peers and connection bounds (in all and per address range)
-/// first (so they can refuse before anyone else acts), then room gossip, history sync, identify, ping, Kademlia and mDNS for discovery, and
-/// NAT traversal: AutoNAT, the circuit relay v2 client (and server on bootstrap nodes) and DCUtR.
+/// Every protocol of a node: blocked and graylisted peers and connection bounds (in all and per
+/// address range) first (so they can refuse before anyone else acts), then room gossip, history
+/// sync, identify, ping, Kademlia and mDNS for discovery, and NAT traversal: AutoNAT, the circuit
+/// relay v2 client (and server on bootstrap nodes) and DCUtR.
 ///
 /// AutoNAT is version 2 (`/libp2p/autonat/2/*`), which libp2p 0.57 ships beside v1 and which works
 /// with our TCP, QUIC and memory transports: its server dials back from a new port, so a port
@@ -250,7 +251,11 @@ impl request_response::Codec for SyncCodec {
 /// [`Config::reachable`] nodes, since a dial-back from a node behind NAT proves nothing.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// Peers blocked through [`crate::NodeHandle::block_peer`]: the program's own choice.
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// Peers refused while gossipsub's score of them is below the graylist threshold, kept
+    /// apart from `blocked` so that letting one back in never undoes the program's choice.
+    pub(crate) shunned: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) handshakes: crate::handshake_quota::Behaviour,
     pub(crate) memory: memory_connection_limits::Behaviour,
@@ -367,6 +372,7 @@ impl Behaviour {
             .map(|r| relay::Behaviour::new(local, relay_config(r)));
         Ok(Self {
             blocked: allow_block_list::Behaviour::default(),
+            shunned: allow_block_list::Behaviour::default(),
             limits,
             handshakes: crate::handshake_quota::Behaviour::new(l.max_pending_incoming_per_range),
             memory,

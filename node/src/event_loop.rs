@@ -35,6 +35,7 @@ mod connections;
 mod discovery;
 mod gossip;
 mod nat;
+mod shun;
 mod sync;
 
 /// Gossip messages held for one batch at most: a batch costs about as much as one change, but

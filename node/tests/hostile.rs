@@ -45,7 +45,15 @@ fn spawn_hostile_peer(
     payloads: Vec<Vec<u8>>,
     gap: Duration,
 ) -> Result<(libp2p::PeerId, tokio::task::JoinHandle<()>)> {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+    spawn_hostile_peer_as(Keypair::generate_ed25519(), target, topic, payloads, gap)
+}
+
+/// A bare gossipsub swarm on the memory transport under `key`, subscribed to `topic`.
+fn bare_gossip_peer(
+    key: Keypair,
+    topic: &gossipsub::IdentTopic,
+) -> Result<Swarm<gossipsub::Behaviour>> {
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(memory_transport)?
         .with_behaviour(|key| {
@@ -61,8 +69,20 @@ fn spawn_hostile_peer(
             Ok(behaviour)
         })?
         .build();
+    swarm.behaviour_mut().subscribe(topic)?;
+    Ok(swarm)
+}
+
+/// [`spawn_hostile_peer`] under the identity `key`.
+fn spawn_hostile_peer_as(
+    key: Keypair,
+    target: Multiaddr,
+    topic: gossipsub::IdentTopic,
+    payloads: Vec<Vec<u8>>,
+    gap: Duration,
+) -> Result<(libp2p::PeerId, tokio::task::JoinHandle<()>)> {
+    let mut swarm = bare_gossip_peer(key, &topic)?;
     let peer = *swarm.local_peer_id();
-    swarm.behaviour_mut().subscribe(&topic)?;
     swarm.dial(target)?;
     let task = tokio::spawn(async move {
         let mut pending = payloads.into_iter().rev().collect::<Vec<_>>();
@@ -280,6 +300,95 @@ async fn a_graylisted_spammer_stays_graylisted_and_costs_no_more_signature_check
         );
     }
     task.abort();
+    a.shutdown().await?;
+    Ok(())
+}
+
+/// What became of one connection a peer opened.
+#[derive(Debug, PartialEq, Eq)]
+enum Dialled {
+    /// The connection opened and was still open when the watch ended.
+    KeptOpen,
+    /// It opened, then the other side closed it.
+    ClosedByTheOtherSide,
+    /// It never opened.
+    Failed(String),
+}
+
+/// Dials `target` from a bare gossipsub peer under `key` and watches that one connection for
+/// `watch` at most.
+async fn dial_and_watch(
+    key: Keypair,
+    target: Multiaddr,
+    topic: &gossipsub::IdentTopic,
+    watch: Duration,
+) -> Result<Dialled> {
+    let mut swarm = bare_gossip_peer(key, topic)?;
+    swarm.dial(target)?;
+    let watched = tokio::time::timeout(watch, async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionClosed { .. } => return Dialled::ClosedByTheOtherSide,
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    return Dialled::Failed(error.to_string());
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    Ok(watched.unwrap_or(Dialled::KeptOpen))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graylisted_spammer_is_disconnected_and_refused_when_it_comes_back() -> Result<()> {
+    /// Long enough for a refused connection to be closed many times over (it is closed as soon
+    /// as it is established), short enough for the test.
+    const WATCH: Duration = Duration::from_secs(3);
+    let graylist = grapevine_node::behaviour::score_thresholds().graylist_threshold;
+    let dir = tempfile::tempdir()?;
+    let (a, _events) = Node::spawn(common::config(dir.path(), Transport::Memory)).await?;
+    a.join("lobby").await?;
+    let target = a.listen_addrs().await?.remove(0);
+    let topic = room_topic(RoomId::for_public_name("lobby")?);
+    let key = Keypair::generate_ed25519();
+
+    // An honest-looking peer under the key stays connected while it sends nothing invalid.
+    let quiet = dial_and_watch(key.clone(), target.clone(), &topic, WATCH).await?;
+    assert_eq!(quiet, Dialled::KeptOpen);
+
+    let spam = bad_signature_spam("lobby", 3_000)?;
+    let (spammer, task) = spawn_hostile_peer_as(
+        key.clone(),
+        target.clone(),
+        topic.clone(),
+        spam,
+        Duration::from_millis(10),
+    )?;
+    common::eventually("the spammer is graylisted", || async {
+        Ok(a.gossip_source(spammer)
+            .await?
+            .score
+            .is_some_and(|score| score < graylist))
+    })
+    .await?;
+    common::eventually("the spammer is disconnected", || async {
+        Ok(a.peer_connections(spammer).await?.is_empty())
+    })
+    .await?;
+    task.abort();
+    let checks = a.gossip_source(spammer).await?.signature_checks;
+
+    // Back under the same identity: its connections are closed as they open.
+    let again = dial_and_watch(key, target, &topic, WATCH).await?;
+    assert_eq!(again, Dialled::ClosedByTheOtherSide);
+    let after = a.gossip_source(spammer).await?;
+    assert!(
+        after.score.is_some_and(|score| score < graylist),
+        "{after:?}"
+    );
+    assert_eq!(after.signature_checks, checks);
+    assert!(a.peer_connections(spammer).await?.is_empty());
     a.shutdown().await?;
     Ok(())
 }

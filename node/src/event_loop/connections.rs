@@ -82,11 +82,12 @@ impl EventLoop {
         protected
     }
 
-    /// Closes connections to peers that are in no room mesh, have no sync exchange in flight,
-    /// hold no relay reservation or circuit here, have been connected for the idle connection
-    /// timeout, and are beyond the kept routing contacts (bootstrap peers first, then the longest
-    /// connected).
+    /// Reviews the graylisted peers (see the `shun` part), then closes connections to peers
+    /// that are in no room mesh, have no sync exchange in flight, hold no relay reservation or
+    /// circuit here, have been connected for the idle connection timeout, and are beyond the
+    /// kept routing contacts (bootstrap peers first, then the longest connected).
     pub(super) fn handle_prune_tick(&mut self) {
+        self.review_shunned();
         self.forget_unneeded_addresses();
         let mesh: HashSet<PeerId> = self
             .swarm

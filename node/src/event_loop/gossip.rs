@@ -85,6 +85,9 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(id, source, verdict);
+        if verdict == MessageAcceptance::Reject {
+            self.shun_if_graylisted(*source);
+        }
     }
 
     /// The cheap checks of one gossip message (size, topic, envelope). A message that passes is

@@ -430,6 +430,7 @@ impl EventLoop {
             .gossipsub
             .set_application_score(&peer, score);
         self.warn(Some(peer), format!("bad sync message: {error}"));
+        self.shun_if_graylisted(peer);
     }
 
     /// Answers one sync request as the responder.
