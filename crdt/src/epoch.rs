@@ -325,15 +325,23 @@ impl EpochDoc {
     /// batch), in one call when possible. Does not count records: the room does, when it indexes
     /// them. If Automerge refuses the batch, each change is applied
     /// on its own so that one bad change cannot block the others. Returns the first error, if any.
-    pub(crate) fn apply(&mut self, changes: Vec<Change>) -> Option<AutomergeError> {
-        let fresh: Vec<Change> = changes
+    /// Takes the changes by reference: Automerge needs its own copy of each, and callers keep
+    /// theirs (to index and log them), so a change is copied once, or twice after a refusal.
+    pub(crate) fn apply<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = &'a Change>,
+    ) -> Option<AutomergeError> {
+        let fresh: Vec<&Change> = changes
             .into_iter()
             .filter(|c| !self.has_change(&c.hash()))
             .collect();
         if fresh.is_empty() {
             return None;
         }
-        let batch = catch_unwind(AssertUnwindSafe(|| self.doc.apply_changes(fresh.clone())));
+        let batch = catch_unwind(AssertUnwindSafe(|| {
+            self.doc
+                .apply_changes(fresh.iter().map(|change| (*change).clone()))
+        }));
         match batch {
             Ok(Ok(())) => None,
             _ => {
@@ -342,7 +350,9 @@ impl EpochDoc {
                     if self.has_change(&change.hash()) {
                         continue;
                     }
-                    match catch_unwind(AssertUnwindSafe(|| self.doc.apply_changes([change]))) {
+                    match catch_unwind(AssertUnwindSafe(|| {
+                        self.doc.apply_changes([change.clone()])
+                    })) {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
                             first_error.get_or_insert(e);

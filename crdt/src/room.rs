@@ -178,7 +178,7 @@ fn load_epoch(
         .iter()
         .filter_map(|bytes| catch_unwind(|| Change::try_from(&bytes[..])).ok()?.ok())
         .collect();
-    if let Some(source) = epoch.apply(changes) {
+    if let Some(source) = epoch.apply(&changes) {
         return Err(EpochError::Automerge {
             epoch: number,
             source: Box::new(source),
@@ -672,7 +672,7 @@ impl Room {
         for (number, changes) in by_epoch {
             let epoch = self.epoch_mut(number)?;
             let before = epoch.heads();
-            let error = epoch.apply(changes.iter().map(|v| v.change.clone()).collect());
+            let error = epoch.apply(changes.iter().map(|v| &v.change));
             if let Some(error) = error {
                 tracing::warn!(epoch = number, %error, "Automerge refused a validated change");
             }

@@ -219,10 +219,7 @@ impl ApplyJob {
         let (ready, blocked) = split_ready(std::mem::take(&mut self.valid), |_, hash| {
             epoch.has_change(hash)
         });
-        if let Some(error) = self
-            .epoch
-            .apply(ready.iter().map(|v| v.change.clone()).collect())
-        {
+        if let Some(error) = self.epoch.apply(ready.iter().map(|v| &v.change)) {
             tracing::warn!(epoch = self.number, %error, "Automerge refused validated sync changes");
         }
         if let Some(mut message) = self.message.take() {
