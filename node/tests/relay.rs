@@ -5,13 +5,14 @@
 //! it except through a relay, so any connection it has with another such peer is relayed.
 
 mod common;
+mod held_relay;
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use grapevine_node::{Config, Node, NodeEvent, NodeHandle, RelayLimits, Transport};
-use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
@@ -54,9 +55,19 @@ async fn peer(
     relay: &Multiaddr,
     listen: Vec<Multiaddr>,
 ) -> Result<(NodeHandle, mpsc::Receiver<NodeEvent>)> {
+    peer_of(dir, transport, vec![relay.clone()], listen).await
+}
+
+/// A peer that knows only the relay nodes `relays` and listens on `listen`.
+async fn peer_of(
+    dir: &TempDir,
+    transport: Transport,
+    relays: Vec<Multiaddr>,
+    listen: Vec<Multiaddr>,
+) -> Result<(NodeHandle, mpsc::Receiver<NodeEvent>)> {
     let config = Config {
         listen_addrs: listen,
-        bootstrap: vec![relay.clone()],
+        bootstrap: relays,
         room_lookup_interval: Duration::from_secs(1),
         ..common::config(dir.path(), transport)
     };
@@ -79,6 +90,16 @@ async fn relayed_address(node: &NodeHandle) -> Result<Multiaddr> {
         Some(Protocol::P2p(_)) => addr,
         _ => addr.with(Protocol::P2p(node.peer_id())),
     })
+}
+
+/// Whether `node` listens through the relay `relay`.
+async fn listens_through(node: &NodeHandle, relay: PeerId) -> Result<bool> {
+    let relay = Protocol::P2p(relay);
+    Ok(node
+        .listen_addrs()
+        .await?
+        .iter()
+        .any(|addr| is_relayed(addr) && addr.iter().any(|p| p == relay)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +225,78 @@ async fn a_relayed_connection_is_upgraded_to_a_direct_one_by_hole_punching() -> 
     }
 
     a.shutdown().await?;
+    b.shutdown().await?;
+    relay.shutdown().await?;
+    Ok(())
+}
+
+/// A peer that finds a direct address while a renewal of its reservation is on its way keeps the
+/// reservation and keeps running. libp2p-relay 0.22's client forgets a reservation whose listener
+/// closes, and panics in the node's event loop when the answer to a request already sent comes
+/// back; the relay decides when renewals go out, so the node must not close the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_finds_a_direct_address_keeps_its_reservations_and_keeps_running() -> Result<()>
+{
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let tcp = Transport::Tcp;
+    let quic: Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse()?;
+    let config = Config {
+        transport: tcp,
+        ..Config::bootstrap_node(dirs[0].path(), vec![local(tcp), quic.clone()])
+    };
+    let (relay, _relay_events) = Node::spawn(config).await?;
+    let (relay_quic, relay_tcp): (Vec<Multiaddr>, Vec<Multiaddr>) = relay
+        .shareable_addrs()
+        .await?
+        .into_iter()
+        .partition(|addr| addr.iter().any(|p| p == Protocol::QuicV1));
+    let relay_tcp = relay_tcp.into_iter().next().context("no TCP address")?;
+    let relay_quic = relay_quic.into_iter().next().context("no QUIC address")?;
+    let held = held_relay::spawn().await?;
+    // B listens on QUIC only and reaches both relays over TCP, from ports it picks for each
+    // connection: the only addresses they tell it they see it at are ones nobody can dial it
+    // at. Its first AutoNAT round (5 s after it starts) fails, so it reserves at both.
+    let (b, _b_events) = peer_of(
+        &dirs[1],
+        tcp,
+        vec![relay_tcp, held.addr.clone()],
+        vec![quic],
+    )
+    .await?;
+    common::eventually("B reserved at both relays", || async {
+        Ok(
+            listens_through(&b, relay.peer_id()).await?
+                && listens_through(&b, held.peer_id).await?,
+        )
+    })
+    .await?;
+    // The held relay's next answer waits: from then on a renewal is on its way.
+    held.gate.close();
+    common::eventually("B renewed its reservation", || async {
+        Ok(held.gate.held() > 0)
+    })
+    .await?;
+    // Over QUIC, the relay node sees B at its listen address; the next round confirms it, and
+    // with a direct address B serves the DHT and enters the relay node's routing table.
+    b.dial(relay_quic).await?;
+    common::eventually("B confirmed a direct address", || async {
+        let table = relay.routing_table().await?;
+        Ok(table.iter().any(|entry| entry.peer == b.peer_id()))
+    })
+    .await?;
+    held.gate.open();
+    common::eventually("the renewal answered", || async {
+        Ok(held.gate.held() == 0)
+    })
+    .await?;
+    // The answer reaches B a moment after the relay sends it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.peers().await.context("B's event loop ended")?;
+    assert!(
+        listens_through(&b, relay.peer_id()).await? && listens_through(&b, held.peer_id).await?,
+        "B gave up a reservation while its connection to the relay was open"
+    );
+
     b.shutdown().await?;
     relay.shutdown().await?;
     Ok(())

@@ -30,8 +30,9 @@ pub(super) struct Nat {
     bootstrap: HashMap<PeerId, Multiaddr>,
     /// Bootstrap peers whose identify lists the relay hop protocol.
     relays: HashSet<PeerId>,
-    /// Reservations this node asked for, by their listener.
-    reservations: HashMap<ListenerId, Reservation>,
+    /// Reservations this node asked for, by their listener, with the relay holding each; never
+    /// closed by this node (see `handle_external_addr_confirmed`).
+    reservations: HashMap<ListenerId, PeerId>,
     /// As a relay: peers holding a reservation here.
     reserved_here: HashSet<PeerId>,
     /// As a relay: circuits open through this node, counted at both of their ends.
@@ -73,17 +74,6 @@ impl Nat {
     }
 }
 
-/// A relay slot this node asked for.
-struct Reservation {
-    /// The relay holding it.
-    relay: PeerId,
-    /// Whether the relay has answered. Until it has, the listener must stay: libp2p-relay 0.22's
-    /// client panics, taking the swarm's task down, when an answer arrives for a listener closed
-    /// meanwhile. (A renewal, 45 minutes into an hour's reservation, opens the same window for
-    /// one round trip; releasing is rare enough that this is left to an upstream fix.)
-    accepted: bool,
-}
-
 /// Whether an address goes through a relay.
 fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)
@@ -116,12 +106,20 @@ impl EventLoop {
         }
     }
 
-    /// A direct external address makes this node a DHT server and its reservations needless;
-    /// a relayed one (from a reservation) changes neither. Either way, rooms still short of
+    /// A direct external address makes this node a DHT server and stops it asking for relay
+    /// slots; a relayed one (from a reservation) changes neither. Either way, rooms still short of
     /// members are announced and looked up again at once: an announcement made before this node
     /// had an address others can dial carries none, and members found then may not have been
     /// dialable either, so waiting for the next lookup tick would leave the room empty for a
     /// minute.
+    ///
+    /// Reservations already held stay until their connection to the relay closes: closing a
+    /// listener can take the node down. libp2p-relay 0.22's client forgets a reservation when its
+    /// listener closes, yet the connection's handler still delivers the answer to a request
+    /// already sent, and the client then panics ("Relay connection exist") in the task that polls
+    /// the swarm, this event loop. A request is out from the first ask until its answer and from
+    /// each renewal, which the relay schedules (at once if it grants under a second or its clock
+    /// is behind ours) and this node cannot see start; only the connection's closing ends them.
     pub(super) fn handle_external_addr_confirmed(&mut self, address: Multiaddr) {
         tracing::info!(%address, "external address confirmed");
         self.discover_lonely_rooms();
@@ -133,26 +131,6 @@ impl EventLoop {
             .behaviour_mut()
             .kad
             .set_mode(Some(kad::Mode::Server));
-        self.release_answered_reservations();
-    }
-
-    /// Gives up the reservations a direct address makes needless, once their relay has answered;
-    /// the others are given up when it does.
-    fn release_answered_reservations(&mut self) {
-        if self.nat.reachability != Reachability::Public {
-            return;
-        }
-        let answered: Vec<ListenerId> = self
-            .nat
-            .reservations
-            .iter()
-            .filter(|(_, reservation)| reservation.accepted)
-            .map(|(listener, _)| *listener)
-            .collect();
-        for listener in answered {
-            self.nat.reservations.remove(&listener);
-            self.swarm.remove_listener(listener);
-        }
     }
 
     /// Back to a DHT client when the last direct external address expires.
@@ -170,21 +148,13 @@ impl EventLoop {
 
     /// A closed reservation may be asked for again when its relay is next identified.
     pub(super) fn handle_listener_closed(&mut self, listener: ListenerId) {
-        if let Some(reservation) = self.nat.reservations.remove(&listener) {
-            self.nat.relays.remove(&reservation.relay);
+        if let Some(relay) = self.nat.reservations.remove(&listener) {
+            self.nat.relays.remove(&relay);
         }
     }
 
     pub(super) fn handle_relay_client(&mut self, event: relay::client::Event) {
         tracing::info!(?event, "relay client");
-        if let relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } = event {
-            for reservation in self.nat.reservations.values_mut() {
-                if reservation.relay == relay_peer_id {
-                    reservation.accepted = true;
-                }
-            }
-            self.release_answered_reservations();
-        }
     }
 
     pub(super) fn handle_relay_server(&mut self, event: relay::Event) {
@@ -251,7 +221,7 @@ impl EventLoop {
         }
         let relays: Vec<PeerId> = self.nat.relays.iter().copied().collect();
         for relay in relays {
-            let asked = self.nat.reservations.values().any(|r| r.relay == relay);
+            let asked = self.nat.reservations.values().any(|r| *r == relay);
             // A reservation may also come from the configured listen addresses.
             let listening = self
                 .swarm
@@ -270,13 +240,7 @@ impl EventLoop {
             match self.swarm.listen_on(circuit.clone()) {
                 Ok(listener) => {
                     tracing::info!(%circuit, "not reachable: reserving a relay slot");
-                    self.nat.reservations.insert(
-                        listener,
-                        Reservation {
-                            relay,
-                            accepted: false,
-                        },
-                    );
+                    self.nat.reservations.insert(listener, relay);
                 }
                 Err(error) => tracing::warn!(%circuit, %error, "relay reservation failed"),
             }
