@@ -10,6 +10,7 @@ use automerge::{AutomergeError, Change, ChangeHash};
 use crate::clock::{HlcClock, wall_clock_millis};
 use crate::epoch::{EpochDoc, EpochError, RestingEpoch};
 use crate::identity::{Identity, PublicKey};
+use crate::parallel::parallel_map;
 use crate::record::{
     Body, IndexedRecord, RECORD_VERSION, Record, RecordError, RecordId, RoomId, SignedRecord,
 };
@@ -159,6 +160,17 @@ pub(crate) fn split_ready(
             return (ready, pending);
         }
     }
+}
+
+/// Every epoch's snapshot, saved on every core: Automerge's save compresses each column, the
+/// costly part of a compaction, and a newcomer's first flushes compact dozens of epochs.
+fn save_all(epochs: Vec<(u32, &EpochDoc)>) -> Vec<(u32, Vec<u8>)> {
+    parallel_map(epochs, 2, |chunk| {
+        chunk
+            .into_iter()
+            .map(|(number, epoch)| (number, epoch.save()))
+            .collect()
+    })
 }
 
 /// Rebuilds epoch `number` of the room `id` from what the store holds of it (its snapshot, or its
@@ -346,27 +358,50 @@ impl Room {
     /// Brings epoch `number` back into memory if it is resting, and marks it as in use so the
     /// next [`Room::flush`] keeps it.
     pub(crate) fn wake(&mut self, number: u32) -> Result<(), RoomError> {
-        self.touched.insert(number);
-        let Some(resting) = self.resting.remove(&number) else {
-            return Ok(());
-        };
-        let snapshot = match &self.files {
-            Some(files) => files.read_snapshot(number),
-            None => Ok(None),
-        };
-        let woken = snapshot
-            .map_err(RoomError::from)
-            .and_then(|s| Ok(EpochDoc::wake(&self.id, number, s.as_deref(), &resting)?));
-        match woken {
-            Ok(epoch) => {
-                self.epochs.insert(number, epoch);
-                Ok(())
-            }
-            Err(e) => {
-                self.resting.insert(number, resting);
-                Err(e)
+        self.wake_all(&[number])
+    }
+
+    /// [`Room::wake`] for several epochs at once, loaded on every core: Automerge's load inflates
+    /// and rebuilds each document, the costly part, and a member answering a newcomer wakes
+    /// every epoch it sends. An epoch that fails to load stays resting; the first failure is
+    /// returned once the others are awake.
+    pub(crate) fn wake_all(&mut self, numbers: &[u32]) -> Result<(), RoomError> {
+        let mut jobs = Vec::new();
+        for &number in numbers {
+            self.touched.insert(number);
+            if let Some(resting) = self.resting.remove(&number) {
+                let snapshot = match &self.files {
+                    Some(files) => files.read_snapshot(number),
+                    None => Ok(None),
+                };
+                jobs.push((number, resting, snapshot));
             }
         }
+        let id = self.id;
+        let woken = parallel_map(jobs, 2, |chunk| {
+            chunk
+                .into_iter()
+                .map(|(number, resting, snapshot)| {
+                    let epoch = snapshot
+                        .map_err(RoomError::from)
+                        .and_then(|s| Ok(EpochDoc::wake(&id, number, s.as_deref(), &resting)?));
+                    (number, resting, epoch)
+                })
+                .collect()
+        });
+        let mut first_error = None;
+        for (number, resting, epoch) in woken {
+            match epoch {
+                Ok(epoch) => {
+                    self.epochs.insert(number, epoch);
+                }
+                Err(e) => {
+                    self.resting.insert(number, resting);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Every change (as bytes to send) not covered by `heads`, epoch by epoch; epochs absent from
@@ -748,10 +783,14 @@ impl Room {
             return Ok(());
         };
         files.sync()?;
-        for (number, epoch) in &self.epochs {
-            if files.log_frames(*number) >= COMPACT_AFTER_FRAMES
-                && let Err(error) = files.compact(*number, &epoch.save())
-            {
+        let long_logs = self
+            .epochs
+            .iter()
+            .filter(|(number, _)| files.log_frames(**number) >= COMPACT_AFTER_FRAMES)
+            .map(|(number, epoch)| (*number, epoch))
+            .collect();
+        for (number, snapshot) in save_all(long_logs) {
+            if let Err(error) = files.compact(number, &snapshot) {
                 tracing::warn!(epoch = number, %error, "compaction failed; the log is kept");
             }
         }
@@ -783,10 +822,16 @@ impl Room {
             .filter(|n| Some(**n) != newest && !self.touched.contains(n))
             .copied()
             .collect();
+        let logged = idle
+            .iter()
+            .filter(|number| files.log_frames(**number) > 0)
+            .filter_map(|number| Some((*number, self.epochs.get(number)?)))
+            .collect();
+        let mut snapshots: HashMap<u32, Vec<u8>> = save_all(logged).into_iter().collect();
         for number in idle {
             if let Some(epoch) = self.epochs.remove(&number) {
-                if files.log_frames(number) > 0
-                    && let Err(error) = files.compact(number, &epoch.save())
+                if let Some(snapshot) = snapshots.remove(&number)
+                    && let Err(error) = files.compact(number, &snapshot)
                 {
                     tracing::warn!(epoch = number, %error, "compaction failed; the epoch stays in memory");
                     self.epochs.insert(number, epoch);
@@ -804,10 +849,14 @@ impl Room {
             return Ok(());
         };
         files.sync()?;
-        for (number, epoch) in &self.epochs {
-            if files.log_frames(*number) > 0 {
-                files.compact(*number, &epoch.save())?;
-            }
+        let logged = self
+            .epochs
+            .iter()
+            .filter(|(number, _)| files.log_frames(**number) > 0)
+            .map(|(number, epoch)| (*number, epoch))
+            .collect();
+        for (number, snapshot) in save_all(logged) {
+            files.compact(number, &snapshot)?;
         }
         Ok(())
     }

@@ -337,6 +337,7 @@ impl Room {
                 if size >= SYNC_MESSAGE_BUDGET {
                     break;
                 }
+                self.wake_all(group)?;
                 for number in group {
                     self.epoch_mut(*number)?;
                 }
