@@ -12,7 +12,7 @@ use automerge::{ActorId, Change, ExpandedChange, ScalarValue};
 use grapevine_node::behaviour::Envelope;
 use grapevine_node::behaviour::{SYNC_PROTOCOL, SyncCodec, SyncRequest};
 use grapevine_node::crdt::{Identity, RecordId, Room, RoomId, SignedRecord, record_object};
-use grapevine_node::{Node, NodeEvent, Transport, room_topic};
+use grapevine_node::{Node, NodeEvent, NodeHandle, Transport, room_topic};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
@@ -262,6 +262,19 @@ fn bad_signature_spam(room: &str, count: u64) -> Result<Vec<Vec<u8>>> {
         .collect()
 }
 
+/// Waits (bounded) until `node` scores `spammer` below the graylist threshold.
+async fn until_graylisted(node: &NodeHandle, spammer: PeerId) -> Result<()> {
+    let graylist = grapevine_node::behaviour::score_thresholds().graylist_threshold;
+    common::eventually("the spammer is graylisted", || async {
+        Ok(node
+            .gossip_source(spammer)
+            .await?
+            .score
+            .is_some_and(|score| score < graylist))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graylisted_spammer_stays_graylisted_and_costs_no_more_signature_checks() -> Result<()> {
     /// How long the spammer is watched once graylisted: gossipsub's default P4 decay (0.3 a
@@ -277,13 +290,7 @@ async fn a_graylisted_spammer_stays_graylisted_and_costs_no_more_signature_check
     let topic = room_topic(RoomId::for_public_name("lobby")?);
     let (spammer, task) = spawn_hostile_peer(target, topic, spam, Duration::from_millis(10))?;
 
-    common::eventually("the spammer is graylisted", || async {
-        Ok(a.gossip_source(spammer)
-            .await?
-            .score
-            .is_some_and(|score| score < graylist))
-    })
-    .await?;
+    until_graylisted(&a, spammer).await?;
     let at_graylisting = a.gossip_source(spammer).await?;
     assert!(at_graylisting.signature_checks > 0, "{at_graylisting:?}");
     let until = tokio::time::Instant::now() + WATCHED;
@@ -365,13 +372,7 @@ async fn a_graylisted_spammer_is_disconnected_and_refused_when_it_comes_back() -
         spam,
         Duration::from_millis(10),
     )?;
-    common::eventually("the spammer is graylisted", || async {
-        Ok(a.gossip_source(spammer)
-            .await?
-            .score
-            .is_some_and(|score| score < graylist))
-    })
-    .await?;
+    until_graylisted(&a, spammer).await?;
     common::eventually("the spammer is disconnected", || async {
         Ok(a.peer_connections(spammer).await?.is_empty())
     })
