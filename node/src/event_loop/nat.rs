@@ -79,6 +79,19 @@ fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)
 }
 
+/// Whether a failed dial-back to `addr` tells anything about this node's reachability: only for
+/// a direct address that names a transport. A peer connected to this node through a relay
+/// reports it as seen at `/p2p/<this node>` or at a circuit, which no AutoNAT server can dial
+/// back whatever the network; counted, such a failure made a node that was reachable all along
+/// take relay slots it never needed (and which it now keeps until it leaves the relay).
+fn failed_probe_counts(addr: &Multiaddr) -> bool {
+    !is_relayed(addr)
+        && addr
+            .iter()
+            .next()
+            .is_some_and(|p| !matches!(p, Protocol::P2p(_)))
+}
+
 impl EventLoop {
     /// Notes a bootstrap peer that offers relaying (from its identify), and reserves there if
     /// this node cannot be dialled.
@@ -93,6 +106,12 @@ impl EventLoop {
         match event.result {
             Ok(()) => {
                 tracing::info!(addr = %event.tested_addr, server = %event.server, "reachable");
+            }
+            Err(error) if !failed_probe_counts(&event.tested_addr) => {
+                tracing::debug!(
+                    addr = %event.tested_addr, server = %event.server, %error,
+                    "an address no server can dial back was not reachable"
+                );
             }
             Err(error) => {
                 tracing::info!(
@@ -244,6 +263,34 @@ impl EventLoop {
                 }
                 Err(error) => tracing::warn!(%circuit, %error, "relay reservation failed"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failed_probes_of_direct_addresses_mark_a_node_unreachable() {
+        let relay = PeerId::random();
+        let this_node = PeerId::random();
+        for direct in [
+            "/ip4/203.0.113.7/tcp/4001",
+            "/ip6/2001:db8::7/udp/4001/quic-v1",
+        ] {
+            let addr: Multiaddr = direct.parse().unwrap();
+            assert!(failed_probe_counts(&addr), "{addr}");
+        }
+        let bare = Multiaddr::empty().with(Protocol::P2p(this_node));
+        let circuit = "/ip4/198.51.100.1/tcp/4001"
+            .parse::<Multiaddr>()
+            .unwrap()
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit)
+            .with(Protocol::P2p(this_node));
+        for undialable in [bare, circuit] {
+            assert!(!failed_probe_counts(&undialable), "{undialable}");
         }
     }
 }
