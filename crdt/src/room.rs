@@ -745,7 +745,10 @@ impl Room {
         let Some(epoch) = self.epochs.get_mut(&number) else {
             return Ok(Vec::new());
         };
-        let mut absorbed = Vec::new();
+        let mut absorbed = Vec::with_capacity(gained.len());
+        // A catch-up brings tens of thousands at once: one resize of the index, not a rehash at
+        // every doubling.
+        self.records.reserve(gained.len());
         for hash in gained {
             let (change, record) = match known.remove(&hash).or_else(|| self.waiting.take(&hash)) {
                 Some(valid) => (valid.change, valid.record),
