@@ -1,18 +1,25 @@
 //! Peers that know only a bootstrap node find their room's other members through Kademlia
 //! provider records, their connections stay within the configured limits, and once settled
-//! they keep only their room mesh and a few routing contacts.
+//! they keep only their room mesh and a few routing contacts; a joining node's Kademlia
+//! bootstrap asks for nothing beyond the lookup of its own id.
 
 mod common;
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use grapevine_node::behaviour::MESH_N_HIGH;
-use grapevine_node::{Config, Limits, Node, NodeEvent, NodeHandle, Transport};
-use libp2p::{Multiaddr, PeerId};
+use grapevine_node::{
+    Config, CustomTransport, Limits, Node, NodeEvent, NodeHandle, RawStream, Transport,
+};
+use libp2p::core::transport::MemoryTransport;
+use libp2p::futures::{AsyncRead, AsyncWrite};
+use libp2p::{Multiaddr, PeerId, Transport as _};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
@@ -360,4 +367,256 @@ async fn a_peer_that_cannot_be_dialled_leaves_the_routing_table() -> Result<()> 
     .await?;
     a.shutdown().await?;
     Ok(())
+}
+
+/// Peers of the bootstrap test besides the bootstrap node and the newcomer: more than the 20
+/// ([`libp2p::kad::K_VALUE`]) a lookup gathers, so the newcomer's routing table spans several
+/// k-buckets and a whole bootstrap walks about four of them after its own-id lookup.
+const DHT_PEERS: usize = 24;
+/// How long the DHT must read next to nothing before the newcomer starts. Its peers' AutoNAT
+/// probes move some 20 MB of dial-back data between them in rounds 5 s apart for about 15 s
+/// after they start (the memory transport has no IP address to skip it by); a newcomer that
+/// joined during a round once waited over 10 s for its first connection, so its own-id lookup
+/// timed out and it stayed alone.
+const DHT_QUIET_PERIOD: Duration = Duration::from_secs(6);
+/// The longest the DHT is given to go quiet.
+const DHT_SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+/// Peers the newcomer connects to before its bootstrap traffic may count as over: its own-id
+/// lookup reached 21 to 25 of the 25 (the bootstrap node too) in every run.
+const BOOTSTRAP_REACH: usize = 16;
+/// The newcomer's bootstraps count as over once it connects to no new peer and reads less
+/// than [`QUIET_BYTES`] in this long. Its walks read some 30 to 80 kB a second, in bursts up to
+/// about 1 s apart (2 s proved too short with the other tests of this file running beside
+/// it); ping and its own AutoNAT probes read a few kB every 5 s or more.
+const QUIET_PERIOD: Duration = Duration::from_secs(4);
+/// Bytes read within [`QUIET_PERIOD`] (or [`DHT_QUIET_PERIOD`], by the whole DHT) below which
+/// reading counts as quiet.
+const QUIET_BYTES: u64 = 10_000;
+/// The longest the newcomer's bootstraps are followed: twice [`common::WAIT`], as a machine
+/// busy with other work once slowed them past 20 s.
+const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(40);
+/// Bytes the newcomer may read over its bootstraps: about midway (by ratio) between the most
+/// measured with the cut and the least without it.
+const BOOTSTRAP_BYTES: u64 = 200_000;
+
+/// Every Kademlia bootstrap ends after its first step, the lookup of the node's own id
+/// (`cut_bootstrap_short`): the lookups of a random id in each farther k-bucket are skipped.
+/// Each of those asks every peer again (25 peers are fewer than a lookup's three disjoint paths
+/// of 20 take in), so it shows in the bytes the newcomer reads: mostly the peers' answers,
+/// about 2 kB each (20 peers and their addresses), on top of about 1.5 kB of handshakes and
+/// identify per peer. The join runs two bootstraps (libp2p-kad starts another while the table
+/// holds fewer than 20 peers). Measured until the newcomer went quiet, alone and beside this
+/// file's other tests: with the cut (two own-id lookups, reaching 21 or 22 peers) 119 to 125 kB
+/// in sixteen runs in a quiet DHT, and 84 to 137 kB in some thirty earlier runs that joined
+/// during the AutoNAT rounds; without it (two whole bootstraps, reaching all 25 peers) 395 to
+/// 488 kB in four runs in a quiet DHT, and 308 to 919 kB in some twenty earlier ones (how many
+/// buckets they walk depends on how near the newcomer's nearest peer is). The newcomer is a
+/// DHT client, as a user behind a NAT is: it serves no AutoNAT probes, whose dial-back data
+/// would be read too, and nobody asks it anything until its address is confirmed. It joins
+/// once the DHT has gone quiet, and its bytes are counted until it goes quiet too or passes
+/// the bound ([`follow_bootstrap`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_bootstraps_with_only_the_lookup_of_its_own_id() -> Result<()> {
+    let dht_read = Arc::new(AtomicU64::new(0));
+    let dht = Dht::start(&dht_read).await?;
+    anyhow::ensure!(
+        went_quiet(&dht_read, DHT_QUIET_PERIOD, DHT_SETTLE_DEADLINE).await,
+        "the DHT still read {QUIET_BYTES} bytes every {DHT_QUIET_PERIOD:?} after \
+         {DHT_SETTLE_DEADLINE:?}"
+    );
+
+    let read = Arc::new(AtomicU64::new(0));
+    let dir = tempfile::tempdir()?;
+    let config = Config {
+        reachable: false,
+        ..dht.peer_config(&dir, &read)
+    };
+    let (newcomer, mut events) = Node::spawn(config).await?;
+    let traffic = follow_bootstrap(&mut events, &read).await;
+    println!("the newcomer's bootstraps: {traffic:?}");
+    let BootstrapTraffic { bytes, peers } = traffic;
+    assert!(
+        bytes <= BOOTSTRAP_BYTES,
+        "the newcomer read {bytes} bytes, above {BOOTSTRAP_BYTES}: its bootstraps walked more \
+         than its own id"
+    );
+    anyhow::ensure!(
+        peers >= BOOTSTRAP_REACH,
+        "the newcomer's bootstrap reached {peers} peers, fewer than {BOOTSTRAP_REACH}"
+    );
+    newcomer.shutdown().await?;
+    dht.shutdown().await
+}
+
+/// A bootstrap node and [`DHT_PEERS`] peers that know only it and join no room: a DHT with no
+/// room lookups going on in it.
+struct Dht {
+    bootstrap: NodeHandle,
+    bootstrap_addr: Multiaddr,
+    peers: Vec<NodeHandle>,
+    _dirs: Vec<TempDir>,
+    _events: Vec<mpsc::Receiver<NodeEvent>>,
+}
+
+impl Dht {
+    /// Starts the DHT's nodes, each counting the bytes it reads into `read`.
+    async fn start(read: &Arc<AtomicU64>) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = Config {
+            custom_transport: Some(counting_memory_transport(read.clone())),
+            ..server_config(&dir, Transport::Memory)
+        };
+        let (bootstrap, rx) = Node::spawn(config).await?;
+        let mut dht = Self {
+            bootstrap_addr: common::first_addr(&bootstrap).await?,
+            bootstrap,
+            peers: Vec::new(),
+            _dirs: vec![dir],
+            _events: vec![rx],
+        };
+        for _ in 0..DHT_PEERS {
+            let dir = tempfile::tempdir()?;
+            let (peer, rx) = Node::spawn(dht.peer_config(&dir, read)).await?;
+            dht.peers.push(peer);
+            dht._dirs.push(dir);
+            dht._events.push(rx);
+        }
+        Ok(dht)
+    }
+
+    /// A DHT server that keeps its files in `dir`, knows only the bootstrap node and counts the
+    /// bytes it reads into `read`.
+    fn peer_config(&self, dir: &TempDir, read: &Arc<AtomicU64>) -> Config {
+        Config {
+            bootstrap: vec![self.bootstrap_addr.clone()],
+            custom_transport: Some(counting_memory_transport(read.clone())),
+            ..server_config(dir, Transport::Memory)
+        }
+    }
+
+    async fn shutdown(self) -> Result<()> {
+        for peer in &self.peers {
+            peer.shutdown().await?;
+        }
+        self.bootstrap.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Waits, for at most `limit`, until less than [`QUIET_BYTES`] are read into `read` over
+/// `period`; says whether that happened.
+async fn went_quiet(read: &AtomicU64, period: Duration, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    let (mut quiet_since, mut read_then) = (Instant::now(), read.load(Ordering::Relaxed));
+    while Instant::now() < end {
+        if quiet_since.elapsed() >= period {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let read_now = read.load(Ordering::Relaxed);
+        if read_now - read_then >= QUIET_BYTES {
+            (quiet_since, read_then) = (Instant::now(), read_now);
+        }
+    }
+    false
+}
+
+/// What a newly joined node read while it bootstrapped.
+#[derive(Debug)]
+struct BootstrapTraffic {
+    /// Bytes read, from every peer.
+    bytes: u64,
+    /// Peers it connected to.
+    peers: usize,
+}
+
+/// Follows a newcomer's connections and the bytes it reads until its bootstraps are over or
+/// it has read more than [`BOOTSTRAP_BYTES`], for at most
+/// [`BOOTSTRAP_DEADLINE`]. Over means: it has connected to [`BOOTSTRAP_REACH`] peers, then for
+/// [`QUIET_PERIOD`] it connects to no other and reads less than [`QUIET_BYTES`]. New
+/// connections keep it from counting as over: the own-id lookup can wait seconds for its last
+/// peers (seen on a busy machine), reading little meanwhile.
+async fn follow_bootstrap(
+    events: &mut mpsc::Receiver<NodeEvent>,
+    read: &AtomicU64,
+) -> BootstrapTraffic {
+    let mut connected = HashSet::new();
+    let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
+    let (mut quiet_since, mut read_then, mut connected_then) = (Instant::now(), 0, 0);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while let Ok(event) = events.try_recv() {
+            if let NodeEvent::PeerConnected(peer) = event {
+                connected.insert(peer);
+            }
+        }
+        let (read_now, peers) = (read.load(Ordering::Relaxed), connected.len());
+        if read_now > BOOTSTRAP_BYTES {
+            break;
+        }
+        if peers < BOOTSTRAP_REACH || peers != connected_then || read_now - read_then >= QUIET_BYTES
+        {
+            (quiet_since, read_then, connected_then) = (Instant::now(), read_now, peers);
+        } else if quiet_since.elapsed() >= QUIET_PERIOD {
+            break;
+        }
+    }
+    BootstrapTraffic {
+        bytes: read.load(Ordering::Relaxed),
+        peers: connected.len(),
+    }
+}
+
+/// The memory transport, counting into `read` the bytes the node reads (as they arrive, still
+/// encrypted).
+fn counting_memory_transport(read: Arc<AtomicU64>) -> CustomTransport {
+    CustomTransport::new(move || {
+        let read = read.clone();
+        MemoryTransport::default()
+            .map(move |stream, _| {
+                Box::new(CountingStream {
+                    inner: Box::new(stream),
+                    read: read.clone(),
+                }) as Box<dyn RawStream>
+            })
+            .boxed()
+    })
+}
+
+/// A stream that adds the bytes read from it to a counter shared by all of a node's streams.
+struct CountingStream {
+    inner: Box<dyn RawStream>,
+    read: Arc<AtomicU64>,
+}
+
+impl AsyncRead for CountingStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.read.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for CountingStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
 }
