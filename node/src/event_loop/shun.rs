@@ -29,17 +29,10 @@ impl EventLoop {
     /// Closes every connection of `peer` and refuses its new ones, if it is graylisted. Called
     /// right after anything that lowers a score: a rejected message, a bad sync message.
     pub(super) fn shun_if_graylisted(&mut self, peer: PeerId) {
-        if self
-            .swarm
-            .behaviour()
-            .shunned
-            .blocked_peers()
-            .contains(&peer)
-            || !self.is_graylisted(&peer)
-        {
+        // `block_peer` tells whether the peer was not refused already: warn once.
+        if !self.is_graylisted(&peer) || !self.swarm.behaviour_mut().shunned.block_peer(peer) {
             return;
         }
-        self.swarm.behaviour_mut().shunned.block_peer(peer);
         self.warn(
             Some(peer),
             "graylisted by gossipsub scoring: disconnected, and refused until its score recovers"
