@@ -162,10 +162,20 @@ pub(crate) fn split_ready(
     }
 }
 
-/// Every epoch's snapshot, saved on every core: Automerge's save compresses each column, the
-/// costly part of a compaction, and a newcomer's first flushes compact dozens of epochs.
-fn save_all(epochs: Vec<(u32, &EpochDoc)>) -> Vec<(u32, Vec<u8>)> {
-    parallel_map(epochs, 2, |chunk| {
+/// The snapshot of each of `epochs` whose log holds at least `min_frames` frames, saved on every
+/// core: Automerge's save compresses each column, the costly part of a compaction, and a
+/// newcomer's first flushes compact dozens of epochs.
+fn save_all<'a>(
+    epochs: impl IntoIterator<Item = (&'a u32, &'a EpochDoc)>,
+    files: &RoomFiles,
+    min_frames: usize,
+) -> Vec<(u32, Vec<u8>)> {
+    let logged: Vec<(u32, &EpochDoc)> = epochs
+        .into_iter()
+        .filter(|(number, _)| files.log_frames(**number) >= min_frames)
+        .map(|(number, epoch)| (*number, epoch))
+        .collect();
+    parallel_map(logged, 2, |chunk| {
         chunk
             .into_iter()
             .map(|(number, epoch)| (number, epoch.save()))
@@ -786,13 +796,7 @@ impl Room {
             return Ok(());
         };
         files.sync()?;
-        let long_logs = self
-            .epochs
-            .iter()
-            .filter(|(number, _)| files.log_frames(**number) >= COMPACT_AFTER_FRAMES)
-            .map(|(number, epoch)| (*number, epoch))
-            .collect();
-        for (number, snapshot) in save_all(long_logs) {
+        for (number, snapshot) in save_all(&self.epochs, files, COMPACT_AFTER_FRAMES) {
             if let Err(error) = files.compact(number, &snapshot) {
                 tracing::warn!(epoch = number, %error, "compaction failed; the log is kept");
             }
@@ -825,12 +829,11 @@ impl Room {
             .filter(|n| Some(**n) != newest && !self.touched.contains(n))
             .copied()
             .collect();
-        let logged = idle
+        let idle_epochs = idle
             .iter()
-            .filter(|number| files.log_frames(**number) > 0)
-            .filter_map(|number| Some((*number, self.epochs.get(number)?)))
-            .collect();
-        let mut snapshots: HashMap<u32, Vec<u8>> = save_all(logged).into_iter().collect();
+            .filter_map(|number| self.epochs.get_key_value(number));
+        let mut snapshots: HashMap<u32, Vec<u8>> =
+            save_all(idle_epochs, files, 1).into_iter().collect();
         for number in idle {
             if let Some(epoch) = self.epochs.remove(&number) {
                 if let Some(snapshot) = snapshots.remove(&number)
@@ -852,13 +855,7 @@ impl Room {
             return Ok(());
         };
         files.sync()?;
-        let logged = self
-            .epochs
-            .iter()
-            .filter(|(number, _)| files.log_frames(**number) > 0)
-            .map(|(number, epoch)| (*number, epoch))
-            .collect();
-        for (number, snapshot) in save_all(logged) {
+        for (number, snapshot) in save_all(&self.epochs, files, 1) {
             files.compact(number, &snapshot)?;
         }
         Ok(())
